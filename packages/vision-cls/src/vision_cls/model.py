@@ -1,0 +1,87 @@
+"""Model for vision-cls: any AutoModelForImageClassification + LoRA, and the matching image settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lora_shared.config import LoraArgs
+from lora_shared.models import resolve_model_path
+from lora_shared.peft import apply_lora
+from lora_shared.runs import load_adapter, load_base_model, save_random_base
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LABELS_FILE = "labels.json"
+
+
+def build_base(model_args, labels: list[str]):
+    """The base classifier with a head for `labels` (a pretrained head of another size is replaced)."""
+    from transformers import AutoModelForImageClassification
+
+    id2label = dict(enumerate(labels))
+    kwargs = {
+        "num_labels": len(labels),
+        "id2label": id2label,
+        "label2id": {v: k for k, v in id2label.items()},
+    }
+    if not model_args.model_type:
+        kwargs["ignore_mismatched_sizes"] = True  # new label set: the old head is dropped on purpose
+    return load_base_model(AutoModelForImageClassification, model_args, **kwargs)
+
+
+def build_model(model_args, lora_args: LoraArgs, labels: list[str], output_dir=None):
+    """Base model + a fresh LoRA adapter (head in modules_to_save).
+
+    With `output_dir`, a randomly initialised (tiny) base is saved there first, before LoRA wraps it.
+    """
+    base = build_base(model_args, labels)
+    if output_dir is not None:
+        save_random_base(base, output_dir, model_args)
+    return apply_lora(base, lora_args)
+
+
+def image_settings(model_args, model) -> tuple[int, tuple, tuple]:
+    """(side, mean, std): from the checkpoint's image processor when it has one, else the model config."""
+    config = model.config
+    size = model_args.image_size or getattr(config, "image_size", None) or 224
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if model_args.model_name_or_path and not model_args.model_type:
+        from transformers import AutoImageProcessor
+
+        try:
+            proc = AutoImageProcessor.from_pretrained(resolve_model_path(model_args.model_name_or_path))
+            mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+            if not model_args.image_size:
+                s = proc.size if isinstance(proc.size, dict) else {"shortest_edge": proc.size}
+                size = s.get("height") or s.get("shortest_edge") or size
+                if getattr(proc, "crop_size", None):
+                    size = proc.crop_size.get("height", size)
+        except (OSError, ValueError):
+            logger.info("no image processor with %s; using ImageNet mean/std", model_args.model_name_or_path)
+    return int(size), mean, std
+
+
+def read_labels(adapter_dir) -> list[str]:
+    """Labels saved next to the adapter by `train`."""
+    from lora_shared.cli import find_adapter_dir
+    from lora_shared.errors import UsageError
+
+    path = find_adapter_dir(adapter_dir) / LABELS_FILE
+    if not path.is_file():
+        raise UsageError(f"{path} missing: not a vision-cls run directory")
+    return json.loads(path.read_text())["labels"]
+
+
+def load_trained(cfg):
+    """(model with adapter, labels, (size, mean, std)) for eval / predict / export."""
+    from lora_shared.errors import UsageError
+
+    if not cfg.model.adapter_dir:
+        raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
+    labels = read_labels(cfg.model.adapter_dir)
+    base = build_base(cfg.model, labels)
+    model = load_adapter(base, Path(cfg.model.adapter_dir))
+    return model, labels, image_settings(cfg.model, base)

@@ -1,0 +1,256 @@
+"""One CLI grammar for every app: `<app> train|eval|predict|export --config NAME|PATH [--field value ...]`.
+
+An app declares an `App` (its commands as "module:function" strings, imported only when run, so
+`<app> --help` never imports torch) and calls `run_app(APP, argv)` from its `cli.main`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+logger = logging.getLogger("lora_shared")
+
+
+@dataclass
+class Command:
+    """A subcommand: `target` is "module:function", called as function(cfg) or function(cfg, inputs)."""
+
+    name: str
+    help: str
+    target: str
+    inputs: str | None = None  # metavar of positional inputs (predict), None if it takes none
+    extra_types: str | None = None  # "module:TUPLE" of extra dataclasses (e.g. predict options)
+    uses_adapter: bool = True  # reads <adapter_dir>/resolved_config.yaml as the first YAML layer
+    default_config: str | None = None  # bundled config used when no --config is given
+
+
+@dataclass
+class App:
+    """What an app contributes to the shared CLI."""
+
+    prog: str
+    description: str
+    config_package: str
+    config_types: str  # "module:CONFIG_TYPES" -> (ModelArgs, DataArgs, LoraArgs, TrainingArguments)
+    commands: list[Command]
+    default_command: str | None = None  # run when no subcommand is given (llm-chat -> chat)
+    epilog: str = ""
+
+
+@dataclass
+class Config:
+    """The parsed config groups of one invocation."""
+
+    model: Any
+    data: Any
+    lora: Any
+    train: Any
+    extra: tuple = ()
+    source: dict = field(default_factory=dict)  # which files were layered, for the log
+
+    def groups(self) -> tuple:
+        return (self.model, self.data, self.lora, self.train, *self.extra)
+
+    @property
+    def infer(self):
+        """The first extra group (predict/eval options), or None."""
+        return self.extra[0] if self.extra else None
+
+
+def _load(ref: str):
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _top_help(app: App) -> str:
+    from .config import bundled_configs
+
+    width = max(len(c.name) for c in app.commands)
+    lines = [
+        f"usage: {app.prog} <command> [--config NAME|PATH] [--field value ...]",
+        "",
+        app.description,
+        "",
+        "commands:",
+    ]
+    lines += [f"  {c.name.ljust(width)}  {c.help}" for c in app.commands]
+    lines += [
+        "",
+        f"bundled configs: {', '.join(bundled_configs(app.config_package)) or 'none'}",
+        "",
+        f"`{app.prog} <command> --help` lists every field (defaults < --config YAML < flags).",
+    ]
+    if app.epilog:
+        lines += ["", app.epilog]
+    return "\n".join(lines)
+
+
+def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """Remove `--flag VALUE` / `--flag=VALUE` from argv; return (VALUE, rest)."""
+    out, value, i = [], None, 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == flag:
+            if i + 1 >= len(argv):
+                raise UsageError(f"{flag} needs a value")
+            value = argv[i + 1]
+            i += 2
+            continue
+        if tok.startswith(flag + "="):
+            value = tok.split("=", 1)[1]
+        else:
+            out.append(tok)
+        i += 1
+    return value, out
+
+
+def _peek_flag(argv: list[str], flag: str) -> str | None:
+    value, _ = _pop_flag(list(argv), flag)
+    return value
+
+
+def find_adapter_dir(path: str | os.PathLike) -> Path:
+    """The directory holding adapter_config.json: the given run dir itself, or its `adapter/` child."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UsageError(f"adapter directory not found: {p}")
+    for cand in (p, p / "adapter"):
+        if (cand / "adapter_config.json").is_file():
+            if not (cand / "adapter_model.safetensors").is_file():
+                raise UsageError(
+                    f"{cand}: adapter_config.json but no adapter_model.safetensors "
+                    "(incomplete or interrupted save); retrain or pick a complete checkpoint"
+                )
+            return cand
+    raise UsageError(f"{p}: no adapter_config.json here; pass the output_dir of a finished `train` run")
+
+
+def build_config(app: App, command: Command, argv: list[str]) -> tuple[Config, list[str]]:
+    """Resolve defaults < adapter's resolved_config.yaml < --config YAML < CLI flags for one command."""
+    from .config import RESOLVED_CONFIG, find_config, load_yaml, parse_config, split_positionals
+
+    config_types = tuple(_load(app.config_types))
+    extra = tuple(_load(command.extra_types)) if command.extra_types else ()
+    types = config_types + extra
+    config_name, argv = _pop_flag(argv, "--config")
+    layers, source = [], {}
+    adapter = _peek_flag(argv, "--adapter_dir") if command.uses_adapter else None
+    if adapter:
+        resolved = find_adapter_dir(adapter).parent / RESOLVED_CONFIG
+        resolved = resolved if resolved.is_file() else find_adapter_dir(adapter) / RESOLVED_CONFIG
+        if resolved.is_file():
+            layer = load_yaml(resolved, types)
+            # Eval/predict outputs go next to the adapter unless --output_dir says otherwise.
+            layer["output_dir"] = str(Path(adapter).expanduser())
+            layer.pop("resume_from_checkpoint", None)
+            layers.append(layer)
+            source["adapter_config"] = str(resolved)
+    config_name = config_name or (None if adapter else command.default_config)
+    if config_name:
+        path = find_config(config_name, app.config_package)
+        layers.append(load_yaml(path, types))
+        source["config"] = str(path)
+    if command.inputs:
+        flags, inputs = split_positionals(argv, types)
+    else:
+        flags, inputs = argv, []
+    groups = parse_config(types, flags, yaml_layers=layers)
+    model, data, lora, train = groups[:4]
+    return Config(model, data, lora, train, tuple(groups[4:]), source), inputs
+
+
+def setup_logging() -> None:
+    """INFO logs for our code, warnings for libraries; one format everywhere."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        level=logging.INFO,
+        stream=sys.stderr,
+        force=True,
+    )
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning
+    )  # library deprecation chatter, not the user's concern
+    warnings.filterwarnings("ignore", message=".*pin_memory.*no accelerator.*")
+    for noisy in ("httpx", "urllib3", "filelock", "PIL", "matplotlib", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_warning()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _command_help(app: App, command: Command) -> str:
+    from transformers import HfArgumentParser
+
+    types = tuple(_load(app.config_types)) + (
+        tuple(_load(command.extra_types)) if command.extra_types else ()
+    )
+    parser = HfArgumentParser(types, prog=f"{app.prog} {command.name}", description=command.help)
+    text = parser.format_help()
+    inputs = f" {command.inputs}..." if command.inputs else ""
+    head = f"usage: {app.prog} {command.name} [--config NAME|PATH]{inputs} [--field value ...]\n"
+    return head + text.split("\n", 1)[1] if text.startswith("usage") else head + text
+
+
+def run_app(app: App, argv: list[str] | None = None) -> int:
+    """Parse argv, resolve the config and run the command. Returns the exit code (2 for usage/data errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {c.name: c for c in app.commands}
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv and app.default_command:
+            argv = [app.default_command]
+        else:
+            print(_top_help(app))
+            return 0
+    if argv[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"{app.prog} {version(app.prog)}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        if name.startswith("-") and app.default_command:
+            name, rest = app.default_command, argv
+        else:
+            print(
+                f"{app.prog}: error: unknown command {name!r}; choose from {', '.join(commands)}",
+                file=sys.stderr,
+            )
+            return 2
+    command = commands[name]
+    if "-h" in rest or "--help" in rest:
+        print(_command_help(app, command))
+        return 0
+    setup_logging()
+    try:
+        cfg, inputs = build_config(app, command, rest)
+        for k, v in cfg.source.items():
+            logger.info("%s: %s", k.replace("_", " "), v)
+        fn = _load(command.target)
+        result = fn(cfg, inputs) if command.inputs else fn(cfg)
+    except UsageError as e:
+        print(f"{app.prog} {name}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{app.prog} {name}: interrupted", file=sys.stderr)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def dataclass_fields(cls) -> list[str]:
+    """Field names of a config dataclass (used by tests and docs)."""
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,330 @@
+"""Config dataclasses and parsing shared by every app: defaults < YAML (--config) < CLI flags.
+
+The YAML/CLI namespace is flat (HfArgumentParser, TRL): a key is a field name of one of the app's
+dataclasses. Unknown YAML keys are an error that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+logger = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+
+
+@dataclass
+class ModelArgs:
+    """Where the base model comes from. Apps subclass this to add task fields."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Hub id, local directory, or a name under the offline models dir (`make models`)."},
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={
+            "help": "Build a randomly initialised model of this type instead of loading weights (tiny/test runs)."
+        },
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated config overrides for --model_type, e.g. 'hidden_size=32,num_hidden_layers=2'."
+        },
+    )
+    adapter_dir: str | None = field(
+        default=None,
+        metadata={"help": "A trained run/adapter directory to load for eval, predict and export."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow model code from the hub to run. Off unless you trust the repo."},
+    )
+    revision: str = field(
+        default="main", metadata={"help": "Hub revision (branch, tag or commit) of the base model."}
+    )
+
+
+@dataclass
+class LoraArgs:
+    """LoRA hyper-parameters; turned into a `peft.LoraConfig` by `lora_shared.peft.build_lora_config`."""
+
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r (adapter width)."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling alpha; the update is scaled by alpha/r."}
+    )
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, 0..1."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata={"help": "Module names (or suffixes) to adapt, or 'all-linear'."},
+    )
+    lora_modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Modules trained fully and saved with the adapter (e.g. a new classifier head)."},
+    )
+    lora_bias: str = field(default="none", metadata={"help": "Which biases train: none | all | lora_only."})
+    use_dora: bool = field(default=False, metadata={"help": "Weight-decomposed LoRA (DoRA)."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha/sqrt(r)."})
+    lora_init: str = field(
+        default="true",
+        metadata={"help": "Adapter init: true (B=0) | gaussian | pissa | olora | loftq | eva."},
+    )
+
+
+def _all_fields(config_types) -> dict[str, type]:
+    names: dict[str, type] = {}
+    for cls in config_types:
+        for f in dataclasses.fields(cls):
+            if f.init:
+                names[f.name] = cls
+    return names
+
+
+def find_config(name_or_path: str, config_package: str | None) -> Path:
+    """A bundled config NAME (in `<config_package>`) or a path to a YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix in {".yaml", ".yml"} or os.sep in name_or_path:
+        if not path.is_file():
+            raise UsageError(f"config file not found: {path}")
+        return path
+    if config_package:
+        bundled = resources.files(config_package) / f"{name_or_path}.yaml"
+        if bundled.is_file():
+            return Path(str(bundled))
+    names = ", ".join(bundled_configs(config_package)) or "none"
+    raise UsageError(
+        f"no bundled config named {name_or_path!r} (bundled: {names}); or pass a path to a .yaml file"
+    )
+
+
+def bundled_configs(config_package: str | None) -> list[str]:
+    """Names of the YAML configs shipped inside an app package."""
+    if not config_package:
+        return []
+    try:
+        root = resources.files(config_package)
+    except ModuleNotFoundError:
+        return []
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_yaml(path: Path, config_types) -> dict[str, Any]:
+    """Read a flat YAML config and check every key belongs to one of `config_types`."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of field: value, got {type(data).__name__}")
+    known = _all_fields(config_types)
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown config key(s) {', '.join(map(repr, unknown))}; see `--help` for valid fields"
+        )
+    return data
+
+
+def parse_config(
+    config_types,
+    argv: list[str],
+    *,
+    yaml_layers: list[dict[str, Any]] | None = None,
+    return_remaining: bool = False,
+):
+    """Parse `argv` into instances of `config_types`: dataclass defaults < each of `yaml_layers` < CLI flags.
+
+    Args:
+        config_types: dataclass types; field names must be unique across them.
+        argv: CLI tokens such as ["--learning_rate", "1e-4"] (no subcommand, no --config).
+        yaml_layers: dicts of field -> value applied in order over the defaults (already key-checked).
+        return_remaining: return tokens that are not flags (positional inputs) instead of failing on them.
+
+    Returns:
+        A tuple with one instance per config type (and the remaining tokens if asked).
+    """
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(config_types)
+    defaults: dict[str, Any] = {}
+    for layer in yaml_layers or []:
+        defaults.update(layer)
+    if defaults:
+        parser.set_defaults(**defaults)
+        # A YAML value satisfies a required field.
+        for action in parser._actions:
+            if action.dest in defaults:
+                action.required = False
+    try:
+        out = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except SystemExit as e:  # argparse already printed the reason
+        raise UsageError("invalid arguments (see the message above and `--help`)") from e
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"invalid config value: {e}") from None
+    *objs, remaining = out
+    bad_flags = [r for r in remaining if r.startswith("--")]
+    if bad_flags:
+        raise UsageError(f"unknown flag(s): {' '.join(bad_flags)}; see `--help` for valid fields")
+    if remaining and not return_remaining:
+        raise UsageError(f"unexpected argument(s): {' '.join(remaining)}")
+    return (tuple(objs), remaining) if return_remaining else tuple(objs)
+
+
+def split_positionals(argv: list[str], config_types) -> tuple[list[str], list[str]]:
+    """Separate `--flag value` pairs from positional inputs, using each field's arity.
+
+    HfArgumentParser's booleans take an optional value, so `--json img.png` would try to read
+    img.png as a bool; we only let a boolean flag swallow an explicit true/false token.
+    """
+    from transformers import HfArgumentParser
+
+    actions = HfArgumentParser(config_types)._option_string_actions
+    flags, positionals = [], []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("--") and "=" not in tok and tok in actions:
+            act = actions[tok]
+            flags.append(tok)
+            i += 1
+            if act.nargs == 0:
+                continue
+            if act.nargs == "?":
+                if i < len(argv) and argv[i].lower() in {
+                    "true",
+                    "false",
+                    "yes",
+                    "no",
+                    "1",
+                    "0",
+                    "t",
+                    "f",
+                    "y",
+                    "n",
+                }:
+                    flags.append(argv[i])
+                    i += 1
+                continue
+            if act.nargs in ("+", "*"):
+                while i < len(argv) and not argv[i].startswith("--"):
+                    flags.append(argv[i])
+                    i += 1
+                continue
+            if i < len(argv):
+                flags.append(argv[i])
+                i += 1
+        elif tok.startswith("--"):
+            flags.append(tok)
+            i += 1
+        else:
+            positionals.append(tok)
+            i += 1
+    return flags, positionals
+
+
+def _plain(value: Any) -> Any:
+    """Make a config value YAML-safe (enums -> their value, dataclasses -> dicts, tuples -> lists)."""
+    import enum
+
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def config_to_dict(configs) -> dict[str, dict[str, Any]]:
+    """One dict per config group, keyed by class name.
+
+    For `TrainingArguments` subclasses we keep only fields whose value differs from transformers'
+    own default (the full list is ~150 fields that mostly say "default"); app-changed defaults
+    therefore appear, which is what a reader wants to see.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for obj in configs:
+        base_defaults = _training_args_defaults(type(obj))
+        group: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            value = _plain(getattr(obj, f.name))
+            if base_defaults is not None:
+                if f.name in base_defaults and value == base_defaults[f.name]:
+                    continue
+            group[f.name] = value
+        out[type(obj).__name__] = group
+    return out
+
+
+def _training_args_defaults(cls) -> dict[str, Any] | None:
+    """Field values of a default `TrainingArguments` (after its __post_init__ normalisation)."""
+    try:
+        from transformers import TrainingArguments
+    except ImportError:  # pragma: no cover
+        return None
+    if not issubclass(cls, TrainingArguments):
+        return None
+    global _TA_DEFAULTS
+    if _TA_DEFAULTS is None:
+        ref = TrainingArguments()
+        _TA_DEFAULTS = {
+            f.name: _plain(getattr(ref, f.name)) for f in dataclasses.fields(TrainingArguments) if f.init
+        }
+    return _TA_DEFAULTS
+
+
+_TA_DEFAULTS: dict[str, Any] | None = None
+
+
+def save_resolved_config(configs, output_dir: str | os.PathLike, filename: str = RESOLVED_CONFIG) -> Path:
+    """Write the resolved config (flat keys grouped by class, as comments) next to the adapter, atomically."""
+    from .io import atomic_write_text
+
+    groups = config_to_dict(configs)
+    lines = ["# Resolved config of this run: defaults < YAML < CLI. Re-run with --config <this file>."]
+    for name, group in groups.items():
+        lines.append(f"\n# {name}")
+        if group:
+            lines.append(yaml.safe_dump(group, sort_keys=False, allow_unicode=True).rstrip())
+    path = Path(output_dir) / filename
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def log_config(configs) -> None:
+    """Log the resolved config, one group per line, so a run's log says what it ran with."""
+    for name, group in config_to_dict(configs).items():
+        logger.info("%s: %s", name, group)
+
+
+@dataclass
+class TrainExtras:
+    """Fields every app's TrainingArguments subclass mixes in (TrainingArguments has no equivalent)."""
+
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without improvement of metric_for_best_model."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume from the newest complete checkpoint in output_dir (same as --resume_from_checkpoint auto)."
+        },
+    )

@@ -1,0 +1,125 @@
+"""LoRA building on peft, and the report of what trains and what it costs on disk."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import LoraArgs
+
+logger = logging.getLogger(__name__)
+
+_INIT = {"true": True, "false": False}
+
+
+def build_lora_config(args: LoraArgs, task_type: str | None = None):
+    """Turn `LoraArgs` into a `peft.LoraConfig`.
+
+    Args:
+        args: the LoRA fields of the resolved config.
+        task_type: a `peft.TaskType` name ("SEQ_CLS", "CAUSAL_LM", ...) or None for custom models.
+
+    Returns:
+        The `LoraConfig`.
+    """
+    from peft import LoraConfig
+
+    targets = args.lora_target_modules
+    # peft wants the literal string for its "every linear layer except the head" shortcut.
+    target_modules = "all-linear" if targets in (["all-linear"], "all-linear") else list(targets)
+    init = _INIT.get(str(args.lora_init).lower(), args.lora_init)
+    return LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=target_modules,
+        modules_to_save=list(args.lora_modules_to_save) or None,
+        bias=args.lora_bias,
+        use_dora=args.use_dora,
+        use_rslora=args.use_rslora,
+        init_lora_weights=init,
+        task_type=task_type,
+    )
+
+
+def apply_lora(model, args: LoraArgs, task_type: str | None = None):
+    """Wrap `model` with a fresh LoRA adapter; the base weights are frozen.
+
+    Args:
+        model: a `transformers.PreTrainedModel` (or any `nn.Module` for custom task types).
+        args: the LoRA fields of the resolved config.
+        task_type: see `build_lora_config`.
+
+    Returns:
+        The `peft.PeftModel`.
+    """
+    from peft import get_peft_model
+
+    from .errors import UsageError
+
+    try:
+        return get_peft_model(model, build_lora_config(args, task_type))
+    except ValueError as e:
+        # peft says "Target modules {...} not found in the base model" - the usual config mistake.
+        names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+        raise UsageError(f"LoRA: {e}. Module names in this model include: {', '.join(names[:40])}") from None
+
+
+@dataclass
+class TrainableReport:
+    """Numbers of the trainable-parameter report (also saved to the metrics JSON)."""
+
+    trainable_params: int
+    total_params: int
+    adapter_mb: float | None = None
+    base_mb: float | None = None
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100.0 * self.trainable_params / max(self.total_params, 1)
+
+    def as_dict(self) -> dict[str, float]:
+        d = {
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "trainable_pct": round(self.trainable_pct, 4),
+        }
+        if self.adapter_mb is not None:
+            d["adapter_mb"] = round(self.adapter_mb, 3)
+        if self.base_mb is not None:
+            d["base_mb"] = round(self.base_mb, 3)
+            if self.adapter_mb is not None:
+                d["adapter_smaller_pct"] = round(100.0 * (1 - self.adapter_mb / self.base_mb), 2)
+        return d
+
+    def __str__(self) -> str:
+        s = (
+            f"trainable params: {self.trainable_params:,} of {self.total_params:,} "
+            f"({self.trainable_pct:.2f}%)"
+        )
+        if self.adapter_mb is not None and self.base_mb is not None:
+            s += (
+                f"; adapter {self.adapter_mb:.2f} MB vs base {self.base_mb:.2f} MB "
+                f"({100 * (1 - self.adapter_mb / self.base_mb):.1f}% smaller)"
+            )
+        return s
+
+
+def trainable_report(model, adapter_dir: str | os.PathLike | None = None) -> TrainableReport:
+    """Count trainable vs total parameters; with `adapter_dir`, also the saved adapter size vs the base."""
+    trainable = total = base_bytes = 0
+    for name, p in model.named_parameters():
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+        if "lora_" not in name and "modules_to_save" not in name:
+            base_bytes += n * p.element_size()
+    adapter_mb = None
+    if adapter_dir is not None:
+        files = list(Path(adapter_dir).glob("adapter_model.safetensors"))
+        if files:
+            adapter_mb = files[0].stat().st_size / 1e6
+    return TrainableReport(trainable, total, adapter_mb, base_bytes / 1e6)

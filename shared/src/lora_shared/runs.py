@@ -1,0 +1,186 @@
+"""Run-level helpers every app's train/eval/predict/export uses: base models, resume, saving, loading."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .io import atomic_dir, atomic_write_json, replace_files_from
+from .models import build_config, from_pretrained
+
+logger = logging.getLogger(__name__)
+
+BASE_MODEL_DIR = "base_model"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def load_base_model(auto_cls, model_args, **kwargs):
+    """Load pretrained weights, or build a random model from `model_type` + `config_overrides`.
+
+    Args:
+        auto_cls: e.g. `AutoModelForImageClassification`.
+        model_args: the app's ModelArgs (model_name_or_path / model_type / config_overrides / ...).
+        **kwargs: config kwargs (num_labels, id2label, ...) for both paths.
+
+    Returns:
+        The model (random init when `model_type` is set; seed first for reproducibility).
+    """
+    if model_args.model_type:
+        config = build_config(model_args.model_type, model_args.config_overrides, **kwargs)
+        return auto_cls.from_config(config)
+    if not model_args.model_name_or_path:
+        raise UsageError("set model_name_or_path (hub id, local dir, offline model name) or model_type")
+    return from_pretrained(
+        auto_cls,
+        model_args.model_name_or_path,
+        revision=model_args.revision,
+        trust_remote_code=model_args.trust_remote_code,
+        **kwargs,
+    )
+
+
+def save_random_base(model, output_dir: str | os.PathLike, model_args) -> None:
+    """A model built from config has no checkpoint to reload, so its random base goes next to the adapter.
+
+    Call it before LoRA wraps the model. Afterwards `model_args` points at the saved base, so the
+    resolved config (and predict/eval) reload the same weights. Only done for `model_type` runs (tiny).
+    """
+    if not model_args.model_type:
+        return
+    target = Path(output_dir) / BASE_MODEL_DIR
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+    model_args.model_name_or_path = str(target.resolve())
+    model_args.model_type = None
+    model_args.config_overrides = None
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """Trainer writes trainer_state.json after the weights and optimizer, so its presence marks a full save."""
+    return (path / "trainer_state.json").is_file() and any(
+        (path / n).is_file() for n in ("adapter_model.safetensors", "model.safetensors")
+    )
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """Newest `checkpoint-N` under output_dir that finished saving (half-written ones are skipped)."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return None
+    ckpts = sorted(
+        ((int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()),
+        reverse=True,
+    )
+    for _step, path in ckpts:
+        if is_complete_checkpoint(path):
+            return path
+        logger.warning("ignoring incomplete checkpoint %s (killed mid-save?)", path)
+    return None
+
+
+def resolve_resume(train_args) -> str | None:
+    """The checkpoint to resume from: `--resume` / `--resume_from_checkpoint auto` -> newest complete one."""
+    value = getattr(train_args, "resume_from_checkpoint", None)
+    if getattr(train_args, "resume", False) or (isinstance(value, str) and value.lower() == "auto"):
+        ckpt = last_complete_checkpoint(train_args.output_dir)
+        if ckpt is None:
+            logger.info("no complete checkpoint in %s; starting from scratch", train_args.output_dir)
+            return None
+        logger.info("resuming from %s", ckpt)
+        return str(ckpt)
+    if value:
+        if not Path(value).is_dir():
+            raise UsageError(f"resume_from_checkpoint: {value} is not a directory")
+        return value
+    return None
+
+
+def save_adapter(model, output_dir: str | os.PathLike, extra_json: dict[str, Any] | None = None) -> Path:
+    """Save the adapter (safetensors) + extra JSON files into output_dir; each file lands atomically."""
+    import tempfile
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", suffix=".tmp", dir=out))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for name, obj in (extra_json or {}).items():
+            atomic_write_json(tmp / name, obj)
+        replace_files_from(tmp, out)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "adapter_model.safetensors"
+
+
+def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool = False):
+    """Load a saved adapter onto `base_model`, failing clearly if it was trained on another base.
+
+    peft only warns about adapter keys the base lacks; we make that (and shape mismatches) an error,
+    because predictions from a half-applied adapter are silently wrong.
+    """
+    from peft import PeftConfig, PeftModel
+
+    from .cli import find_adapter_dir
+
+    path = find_adapter_dir(adapter_dir)
+    config = PeftConfig.from_pretrained(str(path))
+    try:
+        model = PeftModel.from_pretrained(base_model, str(path), config=config, is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"{path}: adapter does not fit this base model ({str(e).splitlines()[0][:200]}); "
+            "was it trained on another model?"
+        ) from None
+    _check_all_adapter_weights_loaded(model, path)
+    if not is_trainable:
+        model.eval()
+    return model
+
+
+def _check_all_adapter_weights_loaded(model, path: Path) -> None:
+    """The saved tensor names must equal the names this model would save (same format, so a set compare)."""
+    from peft import get_peft_model_state_dict
+    from safetensors import safe_open
+
+    with safe_open(str(path / "adapter_model.safetensors"), framework="pt") as f:
+        saved = set(f.keys())
+    expected = set(get_peft_model_state_dict(model).keys())
+    unexpected, missing = sorted(saved - expected), sorted(expected - saved)
+    if unexpected or missing:
+        example = (unexpected or missing)[0]
+        raise UsageError(
+            f"{path}: adapter does not match this base model ({len(unexpected)} saved tensors have "
+            f"no place in it, {len(missing)} expected are absent; e.g. {example}); "
+            "was it trained on another model?"
+        )
+
+
+def export_merged(
+    model, export_dir: str | os.PathLike, processor=None, extra_json: dict | None = None
+) -> Path:
+    """Merge the adapter into the base (`merge_and_unload`) and save a standalone safetensors model dir."""
+    merged = model.merge_and_unload()
+    with atomic_dir(export_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        for name, obj in (extra_json or {}).items():
+            atomic_write_json(tmp / name, obj)
+    logger.info("merged model written to %s", export_dir)
+    return Path(export_dir)
+
+
+def write_metrics(output_dir: str | os.PathLike, metrics: dict[str, Any], name: str = "metrics.json") -> Path:
+    """Merge `metrics` into `<output_dir>/<name>` (atomically) and return the path."""
+    path = Path(output_dir) / name
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(metrics)
+    atomic_write_json(path, old)
+    return path

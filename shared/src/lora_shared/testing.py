@@ -1,0 +1,55 @@
+"""Helpers for the apps' tests (imported from tests only; no pytest import at module top)."""
+
+from __future__ import annotations
+
+
+def snapshot_params(model) -> dict:
+    """A detached CPU copy of every parameter, keyed by name."""
+    return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters()}
+
+
+def is_adapter_param(name: str) -> bool:
+    """LoRA weights and fully-trained `modules_to_save` copies."""
+    return "lora_" in name or "modules_to_save" in name
+
+
+def assert_only_lora_changed(before: dict, model) -> dict[str, int]:
+    """The LoRA invariant: frozen base weights bit-identical, adapter weights moved, only adapters trainable.
+
+    Returns counts of {"base": n_unchanged, "adapter_changed": n_changed} for the test to log.
+    """
+    import torch
+
+    after = snapshot_params(model)
+    assert before.keys() == after.keys(), "parameter names changed during training"
+    base_same = adapter_changed = 0
+    for name, p in model.named_parameters():
+        if is_adapter_param(name):
+            assert p.requires_grad or "original_module" in name, f"adapter param {name} is frozen"
+            if not torch.equal(before[name], after[name]):
+                adapter_changed += 1
+        else:
+            assert not p.requires_grad, f"base param {name} is trainable"
+            assert torch.equal(before[name], after[name]), f"base param {name} changed"
+            base_same += 1
+    assert adapter_changed > 0, "no adapter weight changed: training did nothing"
+    return {"base": base_same, "adapter_changed": adapter_changed}
+
+
+def tiny_mlp(d: int = 8, classes: int = 3, seed: int = 0):
+    """Two Linear layers and a head (PEFT's test trick): exercises target matching and modules_to_save."""
+    import torch
+    from torch import nn
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(d, 16)
+            self.fc2 = nn.Linear(16, 16)
+            self.head = nn.Linear(16, classes)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+    torch.manual_seed(seed)
+    return MLP()

@@ -1,0 +1,108 @@
+from dataclasses import dataclass, field
+
+import pytest
+from lora_shared.config import (
+    LoraArgs,
+    TrainExtras,
+    load_yaml,
+    parse_config,
+    save_resolved_config,
+    split_positionals,
+)
+from lora_shared.errors import UsageError
+from transformers import TrainingArguments
+
+
+@dataclass
+class DataArgs:
+    dataset: str = field(default="demo", metadata={"help": "data"})
+    size: int = field(default=8, metadata={"help": "size"})
+    json: bool = field(default=False, metadata={"help": "json output"})
+
+
+@dataclass
+class MyTrainingArguments(TrainExtras, TrainingArguments):
+    learning_rate: float = field(default=5e-4, metadata={"help": "lr"})
+
+
+TYPES = (DataArgs, LoraArgs, MyTrainingArguments)
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_precedence_defaults_yaml_cli(tmp_path):
+    cfg = load_yaml(write(tmp_path, "size: 16\nlora_r: 4\nlearning_rate: 1.0e-3\n"), TYPES)
+    data, lora, train = parse_config(
+        TYPES, ["--size", "32", "--output_dir", str(tmp_path)], yaml_layers=[cfg]
+    )
+    assert data.size == 32  # CLI beats YAML
+    assert lora.lora_r == 4  # YAML beats default
+    assert train.learning_rate == 1e-3
+    assert data.dataset == "demo"  # default kept
+    assert lora.lora_alpha == 32
+
+
+def test_later_yaml_layer_wins(tmp_path):
+    a = load_yaml(write(tmp_path, "size: 16\n", "a.yaml"), TYPES)
+    b = load_yaml(write(tmp_path, "size: 24\n", "b.yaml"), TYPES)
+    (data, *_) = parse_config(TYPES, [], yaml_layers=[a, b])
+    assert data.size == 24
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    with pytest.raises(UsageError, match="'lerning_rate'"):
+        load_yaml(write(tmp_path, "lerning_rate: 1\n"), TYPES)
+
+
+def test_unknown_cli_flag(tmp_path):
+    with pytest.raises(UsageError, match="--nope"):
+        parse_config(TYPES, ["--nope", "1"])
+
+
+def test_wrong_type_is_usage_error(tmp_path, capsys):
+    with pytest.raises(UsageError):
+        parse_config(TYPES, ["--size", "big"])
+
+
+def test_non_mapping_yaml(tmp_path):
+    with pytest.raises(UsageError, match="mapping"):
+        load_yaml(write(tmp_path, "- a\n- b\n"), TYPES)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    groups = parse_config(
+        TYPES,
+        [
+            "--size",
+            "3",
+            "--lora_target_modules",
+            "a",
+            "b",
+            "--output_dir",
+            str(tmp_path),
+            "--learning_rate",
+            "0.01",
+            "--save_strategy",
+            "no",
+        ],
+    )
+    path = save_resolved_config(groups, tmp_path)
+    again = parse_config(TYPES, [], yaml_layers=[load_yaml(path, TYPES)])
+    assert again[0] == groups[0] and again[1] == groups[1]
+    assert again[2].learning_rate == 0.01 and again[2].save_strategy == groups[2].save_strategy
+    text = path.read_text()
+    assert "learning_rate: 0.01" in text and "# LoraArgs" in text
+    assert "adam_beta1" not in text  # untouched transformers defaults are left out
+
+
+def test_split_positionals_respects_bool_and_list_flags():
+    flags, pos = split_positionals(
+        ["--json", "img.png", "--size", "3", "--lora_target_modules", "q", "v", "--json", "false", "b.png"],
+        TYPES,
+    )
+    assert pos == ["img.png", "b.png"]
+    assert flags == ["--json", "--size", "3", "--lora_target_modules", "q", "v", "--json", "false"]

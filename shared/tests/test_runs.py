@@ -1,0 +1,81 @@
+import pytest
+import torch
+from lora_shared.config import LoraArgs
+from lora_shared.errors import UsageError
+from lora_shared.models import from_pretrained, parse_overrides, resolve_model_path
+from lora_shared.peft import apply_lora
+from lora_shared.runs import last_complete_checkpoint, load_adapter, resolve_resume, save_adapter
+from lora_shared.testing import tiny_mlp as MLP
+
+
+def _ckpt(root, step, complete=True):
+    d = root / f"checkpoint-{step}"
+    d.mkdir()
+    (d / "adapter_model.safetensors").write_bytes(b"x")
+    if complete:
+        (d / "trainer_state.json").write_text("{}")
+    return d
+
+
+def test_resume_picks_newest_complete_checkpoint(tmp_path):
+    _ckpt(tmp_path, 5)
+    good = _ckpt(tmp_path, 10)
+    _ckpt(tmp_path, 15, complete=False)  # killed while saving
+    assert last_complete_checkpoint(tmp_path) == good
+
+    class Args:
+        output_dir, resume, resume_from_checkpoint = str(tmp_path), False, "auto"
+
+    assert resolve_resume(Args) == str(good)
+    Args.resume_from_checkpoint = None
+    assert resolve_resume(Args) is None
+
+
+def test_adapter_round_trip_and_wrong_base(tmp_path):
+    torch.manual_seed(0)
+    args = LoraArgs(lora_target_modules=["fc1", "fc2"], lora_modules_to_save=["head"], lora_init="gaussian")
+    model = apply_lora(MLP(), args)
+    save_adapter(model, tmp_path)
+    x = torch.randn(4, 8)
+    torch.manual_seed(0)
+    reloaded = load_adapter(MLP(), tmp_path)
+    model.eval()
+    assert torch.equal(model(x), reloaded(x))
+    with pytest.raises(UsageError, match="another model|does not"):
+        load_adapter(MLP(d=12), tmp_path)  # same names, other shapes
+    with pytest.raises(UsageError, match="adapter directory not found"):
+        load_adapter(MLP(), tmp_path / "nope")
+
+
+def test_adapter_with_missing_weights_file(tmp_path):
+    model = apply_lora(MLP(), LoraArgs(lora_target_modules=["fc1"]))
+    save_adapter(model, tmp_path)
+    (tmp_path / "adapter_model.safetensors").unlink()
+    with pytest.raises(UsageError, match="incomplete"):
+        load_adapter(MLP(), tmp_path)
+
+
+def test_model_path_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAWORKS_MODELS", str(tmp_path))
+    (tmp_path / "mobilenet_v2-imagenet").mkdir()
+    assert resolve_model_path("mobilenet_v2-imagenet") == str(tmp_path / "mobilenet_v2-imagenet")
+    assert resolve_model_path("google/vit-base-patch16-224") == "google/vit-base-patch16-224"
+    with pytest.raises(UsageError, match="not found"):
+        resolve_model_path("./missing-dir")
+
+
+def test_unreachable_hub_gives_offline_hint(monkeypatch):
+    class Loader:
+        @staticmethod
+        def from_pretrained(name, **kw):
+            assert kw["trust_remote_code"] is False  # safe default
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    with pytest.raises(UsageError, match="make models"):
+        from_pretrained(Loader, "org/some-model")
+
+
+def test_parse_overrides():
+    assert parse_overrides("a=1,b=[64,48],c=x") == {"a": 1, "b": [64, 48], "c": "x"}
+    with pytest.raises(UsageError):
+        parse_overrides("novalue")
