@@ -3,14 +3,16 @@
 SHELL := /bin/bash
 ARGS ?=
 NPROC ?= 1
-PACKAGES := vision-cls vision-det vision-pose text-classifier llm-chat lora-shared
+APPS := vision-cls vision-det vision-pose text-classifier llm-chat
+APP_TESTS := $(addprefix test-,$(APPS))
 UV := uv run --frozen
 
 .PHONY: help install test test-all test-slow test-gpu lint format lock build models demo bench \
-        train-cls train-det train-pose train-text train-chat $(addprefix test-,$(PACKAGES))
+        train-cls train-det train-pose train-text train-chat test-lora-shared $(APP_TESTS)
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@printf "  \033[36m%-18s\033[0m %s\n" "test-<app>" "one app's tests in its own env (.venv-<app>): $(APPS)"
 
 install: ## install every app + dev tools into .venv (uv sync)
 	uv sync --frozen
@@ -28,7 +30,8 @@ test-lora-shared: ## lora-shared's tests in its own isolated env (.venv-lora-sha
 	UV_PROJECT_ENVIRONMENT=.venv-lora-shared uv sync --frozen --package lora-shared --group dev
 	UV_PROJECT_ENVIRONMENT=.venv-lora-shared uv run --frozen --no-sync pytest shared/tests
 
-test-%: ## one app's tests in its own isolated env (.venv-<app>): catches undeclared deps
+# test-<app>: one app's tests in its own isolated env (.venv-<app>): catches undeclared deps
+$(APP_TESTS): test-%:
 	UV_PROJECT_ENVIRONMENT=.venv-$* uv sync --frozen --package $* --group dev
 	UV_PROJECT_ENVIRONMENT=.venv-$* uv run --frozen --no-sync pytest packages/$*/tests
 
