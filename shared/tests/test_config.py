@@ -106,3 +106,12 @@ def test_split_positionals_respects_bool_and_list_flags():
     )
     assert pos == ["img.png", "b.png"]
     assert flags == ["--json", "--size", "3", "--lora_target_modules", "q", "v", "--json", "false"]
+
+
+def test_bf16_is_honoured_on_cpu(tmp_path):
+    import torch
+
+    (*_, train) = parse_config(TYPES, ["--bf16", "--output_dir", str(tmp_path)])
+    assert train.bf16
+    if not torch.cuda.is_available():
+        assert train.use_cpu  # instead of transformers' "doesn't support bf16/gpu" error

@@ -208,6 +208,16 @@ def _command_help(app: App, command: Command) -> str:
 
 def run_app(app: App, argv: list[str] | None = None) -> int:
     """Parse argv, resolve the config and run the command. Returns the exit code (2 for usage/data errors)."""
+    try:
+        return _run_app(app, argv)
+    except BrokenPipeError:
+        # `app predict ... | head`: the reader left; exit quietly like other Unix tools (Python docs recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run_app(app: App, argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {c.name: c for c in app.commands}
     if not argv or argv[0] in ("-h", "--help"):

@@ -328,3 +328,13 @@ class TrainExtras:
             "help": "Resume from the newest complete checkpoint in output_dir (same as --resume_from_checkpoint auto)."
         },
     )
+
+    def __post_init__(self):
+        # transformers refuses bf16 without a GPU unless use_cpu is set; CPU bf16 autocast is real and ~3x
+        # faster on AVX512-BF16 machines, so honour --bf16 on CPU instead of failing.
+        if getattr(self, "bf16", False) and not getattr(self, "use_cpu", False):
+            import torch
+
+            if not torch.cuda.is_available():
+                self.use_cpu = True
+        super().__post_init__()
