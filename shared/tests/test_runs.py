@@ -79,3 +79,17 @@ def test_parse_overrides():
     assert parse_overrides("a=1,b=[64,48],c=x") == {"a": 1, "b": [64, 48], "c": "x"}
     with pytest.raises(UsageError):
         parse_overrides("novalue")
+
+
+def test_unreachable_hub_is_detected_fast(monkeypatch):
+    from lora_shared.models import hub_reachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://nonexistent.invalid")
+    hub_reachable.cache_clear()
+    try:
+        assert hub_reachable(timeout=1.0) is False
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        hub_reachable.cache_clear()
+        assert hub_reachable() is False
+    finally:
+        hub_reachable.cache_clear()

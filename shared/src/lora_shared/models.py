@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -36,6 +37,33 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP probe of the hub endpoint, so an unreachable hub fails in seconds rather than after
+    a minute of retries. HF_HUB_OFFLINE=1 short-circuits it."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout
+        ).close()
+        return True
+    except OSError:
+        return False
+
+
+def go_offline() -> None:
+    """Switch huggingface_hub to offline mode for this process (cache only, no retries), as HF_HUB_OFFLINE=1 would."""
+    import huggingface_hub.constants as hf_constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hf_constants.HF_HUB_OFFLINE = True
+
+
 def from_pretrained(loader, name_or_path: str, **kwargs):
     """Call `loader.from_pretrained` with safe defaults and a clear error when the hub is unreachable.
 
@@ -49,6 +77,10 @@ def from_pretrained(loader, name_or_path: str, **kwargs):
     """
     kwargs.setdefault("trust_remote_code", False)
     source = resolve_model_path(name_or_path)
+    if not Path(source).is_dir() and not hub_reachable():
+        go_offline()
+        logger.info("hub unreachable: loading %s from the local cache only", source)
+        kwargs["local_files_only"] = True
     try:
         return loader.from_pretrained(source, **kwargs)
     except OSError as e:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from lora_shared.config import LoraArgs
-from lora_shared.models import resolve_model_path
+from lora_shared.models import from_pretrained
 from lora_shared.peft import apply_lora
 from lora_shared.runs import load_adapter, load_base_model, save_random_base
 
@@ -49,17 +49,20 @@ def image_settings(model_args, model) -> tuple[int, tuple, tuple]:
     size = model_args.image_size or getattr(config, "image_size", None) or 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if model_args.model_name_or_path and not model_args.model_type:
+        from lora_shared.errors import UsageError
         from transformers import AutoImageProcessor
 
         try:
-            proc = AutoImageProcessor.from_pretrained(resolve_model_path(model_args.model_name_or_path))
+            proc = from_pretrained(
+                AutoImageProcessor, model_args.model_name_or_path, revision=model_args.revision
+            )
             mean, std = tuple(proc.image_mean), tuple(proc.image_std)
             if not model_args.image_size:
                 s = proc.size if isinstance(proc.size, dict) else {"shortest_edge": proc.size}
                 size = s.get("height") or s.get("shortest_edge") or size
                 if getattr(proc, "crop_size", None):
                     size = proc.crop_size.get("height", size)
-        except (OSError, ValueError):
+        except (UsageError, OSError, ValueError):
             logger.info("no image processor with %s; using ImageNet mean/std", model_args.model_name_or_path)
     return int(size), mean, std
 
