@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lora_shared.config import LoraArgs
 from lora_shared.models import from_pretrained
+from lora_shared.modules import freeze_batchnorm
 from lora_shared.peft import apply_lora
 from lora_shared.runs import load_adapter, load_base_model, save_random_base
 
@@ -40,6 +41,7 @@ def build_model(model_args, lora_args: LoraArgs, labels: list[str], output_dir=N
     base = build_base(model_args, labels)
     if output_dir is not None:
         save_random_base(base, output_dir, model_args)
+    freeze_batchnorm(base)  # conv nets (MobileNetV2): BN statistics must not drift outside the adapter
     return apply_lora(base, lora_args)
 
 
@@ -86,5 +88,6 @@ def load_trained(cfg):
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
     labels = read_labels(cfg.model.adapter_dir)
     base = build_base(cfg.model, labels)
+    freeze_batchnorm(base)  # as in training
     model = load_adapter(base, Path(cfg.model.adapter_dir))
     return model, labels, image_settings(cfg.model, base)

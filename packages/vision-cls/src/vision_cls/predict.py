@@ -49,9 +49,11 @@ def predict(cfg, inputs: list[str]) -> int:
 
 def export(cfg) -> int:
     """Merge the adapter into the base model and save a standalone safetensors model directory."""
+    from lora_shared.modules import unfreeze_batchnorm
     from lora_shared.runs import export_merged
 
     model, labels, _ = load_trained(cfg)
+    unfreeze_batchnorm(model)  # the merged model must load as a stock transformers checkpoint
     target = Path(cfg.infer.export_dir or Path(cfg.model.adapter_dir) / "merged")
     export_merged(model, target)
     print(f"merged model: {target}")
