@@ -112,9 +112,72 @@ class PlotCurvesCallback(TrainerCallback):
             plot_curves(state.log_history, self.path or Path(args.output_dir) / "curves.png")
 
 
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C once a resumable checkpoint is on disk; the CLI prints how to resume (exit 130)."""
+
+    exit_code = 130
+
+
+class InterruptCallback(TrainerCallback):
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save a checkpoint, stop with a resume hint.
+
+    A second Ctrl-C interrupts at once (the default handler is restored after the first). Only installed
+    in the main thread (signal handlers can't be set elsewhere).
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        import signal
+
+        self.requested = True
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        logger.warning("interrupt received: saving a checkpoint after this step (Ctrl-C again to abort now)")
+
+    def on_train_begin(self, args, state, control, **kw):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kw):
+        if self.requested:
+            self._restore()
+            ckpt = f"{args.output_dir}/checkpoint-{state.global_step}"
+            raise TrainingInterrupted(
+                f"interrupted at step {state.global_step}: checkpoint saved to {ckpt}; "
+                "re-run the same command with --resume to continue"
+            )
+
+    def on_train_end(self, args, state, control, **kw):
+        self._restore()
+
+    def _restore(self):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
 def default_callbacks(args) -> list[TrainerCallback]:
     """The callbacks every app composes; early stopping when `args.early_stopping_patience` is set."""
-    cbs: list[TrainerCallback] = [ThroughputCallback(), MetricsJsonlCallback(), PlotCurvesCallback()]
+    cbs: list[TrainerCallback] = [
+        ThroughputCallback(),
+        MetricsJsonlCallback(),
+        PlotCurvesCallback(),
+        InterruptCallback(),
+    ]
     patience = getattr(args, "early_stopping_patience", None)
     if patience:
         from transformers import EarlyStoppingCallback

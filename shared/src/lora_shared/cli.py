@@ -258,6 +258,11 @@ def _run_app(app: App, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{app.prog} {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # TrainingInterrupted lives in callbacks (imports transformers): match by name
+        if type(e).__name__ == "TrainingInterrupted":
+            print(f"{app.prog} {name}: {e}", file=sys.stderr)
+            return 130
+        raise
     return result if isinstance(result, int) else 0
 
 
