@@ -61,8 +61,12 @@ def build_tiny_chat_model(adapters=ADAPTERS, seed: int = 0):
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)  # peaky logits: argmax is stable under padding/batching noise
-        # Never pick the eos token greedily, so lengths are predictable (sampling still can).
-        model.lm_head.weight[tok.eos_token_id] = 0.0
+        # Zero logits for eos (so lengths are predictable) and for tokens that are not printable ASCII
+        # (lone UTF-8 bytes): the scaled rows outscore them, so answers are readable text.
+        for tid in range(len(tok)):
+            piece = tok.decode([tid])
+            if tid == tok.eos_token_id or not (piece.isascii() and piece.strip() and piece.isprintable()):
+                model.lm_head.weight[tid] = 0.0
     lora = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     if not adapters:
         return model, tok

@@ -825,19 +825,17 @@ def _serve_args(cfg) -> Any:
 
 
 def build_engine(cfg, max_queue: int = 64, max_batch_size: int = 8) -> Engine:
-    """Load base + adapters with llm_chat.model.load_for_inference and wrap them in an Engine."""
+    """Load the base (or the tiny random model) + --adapter_dir + --adapters and wrap them in an Engine."""
     from pathlib import Path
 
-    from .model import load_for_inference
+    from .model import load_for_cfg
 
     args = _serve_args(cfg)
-    adapter_dirs = list(getattr(args, "adapters", None) or [])
-    main_adapter = getattr(cfg.model, "adapter_dir", None)
-    if main_adapter and main_adapter not in adapter_dirs:
-        adapter_dirs.insert(0, main_adapter)
-    model, tokenizer = load_for_inference(cfg, adapter_dirs)
+    model, tokenizer = load_for_cfg(cfg, list(getattr(args, "adapters", None) or []))
     base = getattr(cfg.model, "model_name_or_path", None) or getattr(cfg.model, "model_type", None) or "base"
     base_name = Path(str(base)).name or "base"
+    while base_name in _adapter_names(model):  # an adapter dir named like the base: keep both reachable
+        base_name += "-base"
     return Engine(model, tokenizer, base_name=base_name, max_queue=max_queue, max_batch_size=max_batch_size)
 
 
