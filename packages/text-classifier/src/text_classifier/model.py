@@ -38,8 +38,15 @@ def train_wordpiece(texts: list[str], vocab_size: int = 3000):
     from transformers import PreTrainedTokenizerFast
 
     wp = BertWordPieceTokenizer(lowercase=True, handle_chinese_chars=True)
+    # The trainer drops characters once the alphabet exceeds vocab_size (they would all become [UNK]),
+    # so the vocabulary is never allowed below alphabet + specials; merges fill whatever is left.
+    alphabet = len({ch for t in texts for ch in t.lower() if not ch.isspace()})
     wp.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=1, limit_alphabet=100_000, special_tokens=SPECIAL_TOKENS
+        texts,
+        vocab_size=max(vocab_size, alphabet + len(SPECIAL_TOKENS) + 1),
+        min_frequency=1,
+        limit_alphabet=100_000,
+        special_tokens=SPECIAL_TOKENS,
     )
     # Trained from empty, so the [CLS] ... [SEP] template has to be attached now that the ids exist.
     wp._tokenizer.post_processor = processors.BertProcessing(
