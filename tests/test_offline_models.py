@@ -513,3 +513,116 @@ def test_real_models_download_convert_and_check(tmp_path):
     assert checks["mobilenet_v2-imagenet"]["images"]["chelsea"]["hf_top1"][0] == 285
     assert "Paris" in checks["smollm2-135m-instruct"]["greedy"]["text"]
     assert om.make_models(root=root, progress=False) == {n: "up to date" for n in om.MODEL_NAMES}
+
+
+# ---------------------------------------------------------------------------------------------
+# make demo (tools/demo.py): discovery, overrides, headline metrics, budget, summary
+# ---------------------------------------------------------------------------------------------
+
+demo = _load("demo")
+
+FAKE_CLI = """
+import argparse, json, pathlib, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("verb")
+p.add_argument("--config")
+p.add_argument("--output_dir")
+p.add_argument("--max_steps", type=int)
+p.add_argument("--sleep", type=float, default=0)
+a = p.parse_args()
+out = pathlib.Path(a.output_dir)
+out.mkdir(parents=True, exist_ok=True)
+time.sleep(a.sleep)
+if a.max_steps == 13:
+    sys.exit(3)
+(out / "resolved_config.yaml").write_text("# model\\nmodel_name_or_path: /models/tiny-base\\n")
+(out / "metrics.json").write_text(json.dumps(
+    {"eval_loss": 0.5, "eval_accuracy": 0.25 + a.max_steps / 100, "trainable_pct": 1.234, "adapter_mb": 0.5}))
+print("steps", a.max_steps, "\\r done")
+"""
+
+
+def _fake_app(packages: Path, name: str, offline: bool = True, cli: bool = True) -> None:
+    module = name.replace("-", "_")
+    src = packages / name / "src" / module
+    (src / "configs").mkdir(parents=True)
+    (packages / name / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n')
+    (src / "__init__.py").write_text("")
+    if cli:
+        (src / "cli.py").write_text("")
+        (src / "__main__.py").write_text(FAKE_CLI)
+    if offline:
+        (src / "configs" / "offline.yaml").write_text("max_steps: 5\n")
+
+
+def test_demo_headline_metric_per_app():
+    assert demo.headline_metric("vision-cls", {"eval_loss": 0.1, "eval_accuracy": 0.97}) == ("accuracy", 0.97)
+    assert demo.headline_metric("vision-det", {"eval_map": 0.2, "eval_AP50": 0.41}) == ("AP50", 0.41)
+    assert demo.headline_metric("vision-det", {"eval_map_50": 0.4}) == ("map_50", 0.4)
+    assert demo.headline_metric("vision-pose", {"eval_pck@0.1": 0.7, "eval_pck@0.2": 0.9}) == ("pck@0.1", 0.7)
+    assert demo.headline_metric("llm-chat", {"eval_loss": 2.0, "eval_keyword_match": 0.6}) == (
+        "keyword_match",
+        0.6,
+    )
+    assert demo.headline_metric("llm-chat", {"eval_loss": 2.0}) == ("loss", 2.0)
+    assert demo.headline_metric("some-new-app", {"eval_f1": 0.5}) == ("f1", 0.5)
+    assert demo.headline_metric("vision-cls", {"train_loss": 1.0}) is None
+
+
+def test_demo_overrides_only_pass_flags_the_app_has():
+    flags = demo.supported_flags("usage: x train [--max_steps MAX_STEPS] [--output_dir DIR]")
+    assert {"max_steps", "output_dir"} <= flags
+    args = demo.override_args({"max_steps": 40, "max_eval_samples": 50, "learning_rate": 1e-3}, flags, 1.5)
+    assert args == ["--max_steps", "60"]
+
+
+def test_demo_discovers_apps_and_says_why_it_skips(tmp_path, monkeypatch):
+    packages = tmp_path / "packages"
+    _fake_app(packages, "demo-ready")
+    _fake_app(packages, "demo-nooffline", offline=False)
+    _fake_app(packages, "demo-nocli", cli=False)
+    monkeypatch.syspath_prepend(str(packages / "demo-ready" / "src"))
+    monkeypatch.syspath_prepend(str(packages / "demo-nooffline" / "src"))
+    monkeypatch.syspath_prepend(str(packages / "demo-nocli" / "src"))
+    apps = {a.name: a for a in demo.discover_apps(packages, order=("demo-missing", "demo-ready"))}
+    assert list(apps) == ["demo-missing", "demo-ready", "demo-nocli", "demo-nooffline"]
+    assert apps["demo-ready"].skip_reason is None
+    assert "not in this checkout" in apps["demo-missing"].skip_reason
+    assert "no offline config" in apps["demo-nooffline"].skip_reason
+    assert "not implemented" in apps["demo-nocli"].skip_reason
+    assert apps["demo-ready"].overrides == demo.DEFAULT_OVERRIDES
+
+
+def test_demo_main_runs_apps_and_prints_one_table(tmp_path, monkeypatch, capsys):
+    packages = tmp_path / "packages"
+    for name in ("demo-good", "demo-bad", "demo-slow"):
+        _fake_app(packages, name)
+        monkeypatch.syspath_prepend(str(packages / name / "src"))
+    _fake_app(packages, "demo-later", offline=False)
+    monkeypatch.syspath_prepend(str(packages / "demo-later" / "src"))
+    monkeypatch.setenv(
+        "PYTHONPATH", ":".join(str(packages / n / "src") for n in ("demo-good", "demo-bad", "demo-slow"))
+    )
+    monkeypatch.setattr(demo, "PACKAGES", packages)
+    monkeypatch.setattr(demo, "APP_ORDER", ("demo-good",))
+    monkeypatch.setitem(demo.DEMO_OVERRIDES, "demo-bad", {"max_steps": 13})  # the fake exits 3
+    monkeypatch.setitem(demo.DEMO_OVERRIDES, "demo-slow", {"max_steps": 5, "sleep": 30})
+    monkeypatch.setitem(demo.DEMO_BUDGET_MIN, "demo-slow", 1.5 / 60)
+    monkeypatch.setattr(demo, "SIGINT_GRACE_S", 5)
+    out = tmp_path / "demo"
+
+    code = demo.main(["--skip_models", "--output_dir", str(out)])
+    text = capsys.readouterr().out
+    assert code == 1  # one app failed, one timed out
+    assert "demo-later: skipped (no offline config yet" in text
+    summary = (out / "summary.md").read_text()
+    assert summary in text
+    rows = {r["app"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
+    good = rows["demo-good"]
+    assert good["model"] == "tiny-base" and good["metric"] == "accuracy = 0.650"
+    assert good["trainable %"] == "1.23" and good["adapter MB"] == "0.50"
+    assert rows["demo-bad"]["metric"] == "failed (exit 3)"
+    assert rows["demo-slow"]["metric"].startswith("timed out")
+    assert float(rows["demo-slow"]["minutes"]) < 0.5
+    assert "steps 40" in (out / "demo-good.log").read_text()  # DEFAULT_OVERRIDES reached the app
+    assert "| app " in summary and "demo-later (no offline config" in summary

@@ -1,10 +1,21 @@
 """`make demo`: fetch the offline models, run every app's `offline` config on its built-in data, summarise.
 
-    uv run python tools/demo.py [--only vision-cls text-classifier] [--output_dir outputs/demo]
+    uv run --frozen python tools/demo.py                       # all apps that ship an offline config
+    uv run --frozen python tools/demo.py --only vision-cls     # one app
+    uv run --frozen python tools/demo.py --budget_scale 3      # longer schedules (better numbers)
 
-Each app trains through its real CLI (its own progress bars), is scored on its held-out split, and lands
-in one table: app, model, trainable %, adapter MB, minutes, metric. Apps that are not installed, or
-ship no `offline` config yet, are skipped with a line saying so.
+Steps: `make models` (idempotent), then for each app under packages/ that ships
+`configs/offline.yaml`: `<app> train --config offline` on its built-in data with a short schedule
+(the app's own progress bars stream through), scored on its held-out split, read back from the run's
+metrics.json, and one summary table: app, model, trainable %, adapter MB, minutes, metric. Apps that
+are not installed or ship no offline config yet are skipped with a line saying so.
+
+Time: every app gets a wall-clock budget (DEMO_BUDGET_MIN, scaled by --budget_scale) and a short
+schedule passed as CLI overrides (DEMO_OVERRIDES, only the flags the app's `train --help` lists);
+the whole demo is meant to stay under 20 min on 2 CPU cores. An app still running at its budget is
+interrupted (it saves a checkpoint) and reported as timed out.
+
+Exit status: 0 every app that ran succeeded; 1 some app failed or timed out; 2 `make models` failed.
 """
 
 from __future__ import annotations
@@ -12,115 +23,323 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ROOT / "packages"
 
-# app, import name, extra flags for the demo's short schedule, metric keys to report (first found wins)
-APPS = [
-    ("vision-cls", "vision_cls", [], ["eval_accuracy"]),
-    ("vision-det", "vision_det", [], ["eval_AP50", "eval_ap50", "eval_map_50"]),
-    ("vision-pose", "vision_pose", [], ["eval_pck@0.1", "eval_pck_0.1", "eval_pck_10"]),
-    ("text-classifier", "text_classifier", [], ["eval_accuracy"]),
-    ("llm-chat", "llm_chat", [], ["eval_mt_accuracy", "eval_accuracy", "eval_loss"]),
-]
+# Run order: the quick, most convincing apps first.
+APP_ORDER = ("vision-cls", "text-classifier", "vision-det", "vision-pose", "llm-chat")
+
+# Headline metric per app, as regexes over metrics.json keys (first match in list order wins).
+HEADLINE = {
+    "vision-cls": [r"eval_accuracy"],
+    "text-classifier": [r"eval_accuracy", r"eval_f1.*"],
+    "vision-det": [r"eval_(ap|map)[_@]?50", r"eval_(ap|map)"],
+    "vision-pose": [r"eval_pck[_@]?0?\.?1(0)?", r"eval_pck.*"],
+    "llm-chat": [r"eval_(keyword|kw).*", r"eval_.*match.*", r"eval_loss"],
+}
+FALLBACK_HEADLINE = [r"eval_accuracy", r"eval_f1", r"eval_loss"]
+
+# Short schedules for the demo, as `train` CLI overrides. A flag is passed only if the app's
+# `train --help` lists it, so apps that land later with different knobs still run.
+DEMO_OVERRIDES: dict[str, dict[str, object]] = {
+    "vision-cls": {},  # its offline config is already a demo-length schedule
+    "text-classifier": {"max_steps": 60, "max_eval_samples": 400},
+    "vision-det": {"max_steps": 60, "max_eval_samples": 50},
+    "vision-pose": {"max_steps": 60, "max_eval_samples": 50},
+    "llm-chat": {"max_steps": 40, "max_eval_samples": 40},
+}
+DEFAULT_OVERRIDES: dict[str, object] = {"max_steps": 40}
+
+# Wall-clock budget per app in minutes (2 contended CPU cores); the sum stays under 20 with
+# `make models` up to date.
+DEMO_BUDGET_MIN = {
+    "vision-cls": 4.0,
+    "text-classifier": 4.0,
+    "vision-det": 3.5,
+    "vision-pose": 3.0,
+    "llm-chat": 4.0,
+}
+DEFAULT_BUDGET_MIN = 3.0
+SIGINT_GRACE_S = 60  # after the budget: SIGINT (the app checkpoints and exits), then SIGKILL
+
+COLUMNS = ["app", "model", "trainable %", "adapter MB", "minutes", "metric"]
 
 
-def has_offline_config(module: str) -> bool:
-    if importlib.util.find_spec(module) is None:
-        return False
-    try:
-        from importlib import resources
-
-        return (resources.files(f"{module}.configs") / "offline.yaml").is_file()
-    except ModuleNotFoundError:
-        return False
+# ---------------------------------------------------------------------------------------------
+# Discovery
+# ---------------------------------------------------------------------------------------------
 
 
-def run_app(app: str, module: str, extra: list[str], out: Path, log: Path) -> tuple[int, float]:
-    """Train with the offline config; the app's own output (progress bars) goes to the terminal and a log."""
-    cmd = [sys.executable, "-m", module, "train", "--config", "offline", "--output_dir", str(out), *extra]
-    print(f"\n=== {app}: {' '.join(cmd[1:])}", flush=True)
+@dataclass
+class App:
+    name: str  # distribution / CLI name, e.g. "vision-cls"
+    module: str  # import name, e.g. "vision_cls"
+    skip_reason: str | None = None
+    overrides: dict[str, object] = field(default_factory=dict)
+    budget_min: float = DEFAULT_BUDGET_MIN
+
+
+def offline_config_path(module: str, packages: Path | None = None) -> Path | None:
+    """The app's bundled configs/offline.yaml: from the installed package, else the source tree."""
+    packages = PACKAGES if packages is None else packages
+    spec = importlib.util.find_spec(module)
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            path = Path(loc) / "configs" / "offline.yaml"
+            if path.is_file():
+                return path
+    path = packages / module.replace("_", "-") / "src" / module / "configs" / "offline.yaml"
+    return path if path.is_file() else None
+
+
+def discover_apps(packages: Path | None = None, order: tuple[str, ...] | None = None) -> list[App]:
+    """Every app: the known ones in `order` (present or not), then any other dir under packages/."""
+    packages = PACKAGES if packages is None else packages
+    order = APP_ORDER if order is None else order
+    present = (
+        sorted(p.name for p in packages.iterdir() if (p / "pyproject.toml").is_file())
+        if packages.is_dir()
+        else []
+    )
+    names = [*order, *(n for n in present if n not in order)]
+    apps = []
+    for name in names:
+        module = name.replace("-", "_")
+        app = App(name, module, budget_min=DEMO_BUDGET_MIN.get(name, DEFAULT_BUDGET_MIN))
+        app.overrides = dict(DEMO_OVERRIDES.get(name, DEFAULT_OVERRIDES))
+        if name not in present:
+            app.skip_reason = "not in this checkout yet"
+        elif importlib.util.find_spec(module) is None:
+            app.skip_reason = "not installed (run `uv sync`)"
+        elif importlib.util.find_spec(f"{module}.cli") is None:
+            app.skip_reason = "not implemented yet (no cli.py)"
+        elif offline_config_path(module, packages) is None:
+            app.skip_reason = "no offline config yet (configs/offline.yaml)"
+        apps.append(app)
+    return apps
+
+
+def supported_flags(help_text: str) -> set[str]:
+    """`--flag` names an argparse/HfArgumentParser help lists (e.g. {"max_steps", "output_dir"})."""
+    return set(re.findall(r"--([A-Za-z0-9_]+)", help_text))
+
+
+def override_args(overrides: dict[str, object], flags: set[str], scale: float = 1.0) -> list[str]:
+    """CLI arguments for the overrides the app supports; step/sample counts scaled by `scale`."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        if key not in flags:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and key.startswith(("max_steps", "max_")):
+            value = max(1, math.ceil(value * scale))
+        args += [f"--{key}", str(value)]
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one app
+# ---------------------------------------------------------------------------------------------
+
+
+def train_help(module: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "train", "--help"], capture_output=True, text=True, timeout=300
+    )
+    return proc.stdout + proc.stderr
+
+
+def run_streaming(cmd: list[str], log: Path, budget_s: float) -> tuple[int, float, bool]:
+    """Run `cmd`, copying its raw output (progress bars with their carriage returns) to the terminal
+    and to `log`. Returns (exit code, minutes, timed_out)."""
     t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        for line in proc.stdout:  # tee: show progress live, keep the log
-            sys.stdout.write(line)
-            f.write(line)
+    timed_out = False
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+        os.set_blocking(proc.stdout.fileno(), False)
+        interrupted_at = None
+        while True:
+            chunk = proc.stdout.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                fh.write(chunk)
+            elif proc.poll() is not None:
+                rest = proc.stdout.read()
+                if rest:
+                    sys.stdout.buffer.write(rest)
+                    fh.write(rest)
+                break
+            else:
+                time.sleep(0.1)
+            elapsed = time.perf_counter() - t0
+            if interrupted_at is None and elapsed > budget_s:
+                timed_out, interrupted_at = True, elapsed
+                print(f"\n--- over its {budget_s / 60:.1f} min budget: interrupting", flush=True)
+                proc.send_signal(signal.SIGINT)
+            elif interrupted_at is not None and elapsed > interrupted_at + SIGINT_GRACE_S:
+                proc.kill()
         code = proc.wait()
-    return code, (time.perf_counter() - t0) / 60
+    return code, (time.perf_counter() - t0) / 60, timed_out
 
 
-def summary_row(app: str, out: Path, minutes: float, metric_keys: list[str]) -> dict:
-    metrics = json.loads((out / "metrics.json").read_text())
-    model = "?"
-    resolved = out / "resolved_config.yaml"
+def headline_metric(app: str, metrics: dict) -> tuple[str, float] | None:
+    """(name, value) of the app's headline metric in its metrics.json, or None."""
+    for pattern in HEADLINE.get(app, []) + FALLBACK_HEADLINE:
+        for key, value in metrics.items():
+            if re.fullmatch(pattern, key, flags=re.IGNORECASE) and isinstance(value, int | float):
+                return key.removeprefix("eval_"), float(value)
+    return None
+
+
+def model_name(run_dir: Path) -> str:
+    """Model of a run: `model_name_or_path` in its resolved config, shortened to the last path part."""
+    resolved = run_dir / "resolved_config.yaml"
     if resolved.is_file():
         for line in resolved.read_text().splitlines():
             if line.startswith("model_name_or_path:"):
-                model = Path(line.split(":", 1)[1].strip()).name
-    key = next((k for k in metric_keys if k in metrics), None)
+                value = line.split(":", 1)[1].strip().strip("'\"")
+                return Path(value).name or value
+    return "?"
+
+
+def _fmt(value, digits: int) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def summary_row(app: str, run_dir: Path, minutes: float) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    headline = headline_metric(app, metrics)
     return {
         "app": app,
-        "model": model,
-        "trainable %": round(metrics.get("trainable_pct", float("nan")), 2),
-        "adapter MB": round(metrics.get("adapter_mb", float("nan")), 2),
-        "minutes": round(minutes, 1),
-        "metric": f"{key.removeprefix('eval_')}={metrics[key]:.3f}" if key else "n/a",
+        "model": model_name(run_dir),
+        "trainable %": _fmt(metrics.get("trainable_pct"), 2),
+        "adapter MB": _fmt(metrics.get("adapter_mb"), 2),
+        "minutes": f"{minutes:.1f}",
+        "metric": f"{headline[0]} = {headline[1]:.3f}" if headline else "n/a",
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", help="run only these apps")
-    p.add_argument("--output_dir", default=str(ROOT / "outputs" / "demo"))
-    p.add_argument("--skip_models", action="store_true", help="don't run `make models` first")
-    args = p.parse_args(argv)
+def failed_row(app: str, minutes: float, why: str) -> dict:
+    return {
+        "app": app,
+        "model": "-",
+        "trainable %": "-",
+        "adapter MB": "-",
+        "minutes": f"{minutes:.1f}",
+        "metric": why,
+    }
 
+
+def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+    line = lambda cells: "| " + " | ".join(str(v).ljust(w) for v, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line([r[c] for c in columns]) for r in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="demo.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--only", nargs="+", metavar="APP", help="run only these apps")
+    p.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "demo", help="run dirs + summary")
+    p.add_argument("--skip_models", action="store_true", help="don't run `make models` first")
+    p.add_argument(
+        "--budget_scale",
+        type=float,
+        default=1.0,
+        help="multiply every app's step/sample caps and time budget (e.g. 3 for better numbers, slower)",
+    )
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+
+    # 1. Offline models (idempotent: a second run downloads and converts nothing).
     if not args.skip_models:
-        print("=== make models (idempotent: converted models are reused)", flush=True)
+        print("=== make models (idempotent: up-to-date models are reused)", flush=True)
         if subprocess.call([sys.executable, str(ROOT / "tools" / "make_models.py")]) != 0:
             print("demo: `make models` failed; see above", file=sys.stderr)
             return 2
 
-    root = Path(args.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    rows, failed, t_start = [], [], time.perf_counter()
-    for app, module, extra, keys in APPS:
-        if args.only and app not in args.only:
-            continue
-        if not has_offline_config(module):
-            print(f"--- {app}: skipped (not installed, or no offline config yet)")
-            continue
-        code, minutes = run_app(app, module, extra, root / app, root / f"{app}.log")
-        if code != 0 or not (root / app / "metrics.json").is_file():
-            print(f"--- {app}: FAILED (exit {code}); log: {root / f'{app}.log'}", file=sys.stderr)
-            failed.append(app)
-            rows.append(
-                {
-                    "app": app,
-                    "model": "-",
-                    "trainable %": "-",
-                    "adapter MB": "-",
-                    "minutes": round(minutes, 1),
-                    "metric": f"failed (exit {code})",
-                }
+    # 2. Which apps can run.
+    apps = discover_apps()
+    if args.only:
+        unknown = sorted(set(args.only) - {a.name for a in apps})
+        if unknown:
+            print(
+                f"demo: unknown app(s) {', '.join(unknown)}; known: {', '.join(a.name for a in apps)}",
+                file=sys.stderr,
             )
+            return 2
+        apps = [a for a in apps if a.name in args.only]
+    for app in apps:
+        if app.skip_reason:
+            print(f"--- {app.name}: skipped ({app.skip_reason})", flush=True)
+    runnable = [a for a in apps if not a.skip_reason]
+
+    # 3. Train + evaluate each app with its offline config and a short schedule.
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for i, app in enumerate(runnable, 1):
+        run_dir = args.output_dir / app.name
+        extra = override_args(app.overrides, supported_flags(train_help(app.module)), args.budget_scale)
+        cmd = [
+            sys.executable,
+            "-m",
+            app.module,
+            "train",
+            "--config",
+            "offline",
+            "--output_dir",
+            str(run_dir),
+            *extra,
+        ]
+        budget_s = app.budget_min * args.budget_scale * 60
+        print(
+            f"\n=== [{i}/{len(runnable)}] {app.name} (budget {budget_s / 60:.1f} min): {' '.join(cmd[2:])}",
+            flush=True,
+        )
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # never report a previous run's numbers
+        code, minutes, timed_out = run_streaming(cmd, args.output_dir / f"{app.name}.log", budget_s)
+        if code == 0 and (run_dir / "metrics.json").is_file():
+            rows.append(summary_row(app.name, run_dir, minutes))
             continue
-        rows.append(summary_row(app, root / app, minutes, keys))
+        why = f"timed out after {minutes:.1f} min" if timed_out else f"failed (exit {code})"
+        print(
+            f"--- {app.name}: {why}; log: {args.output_dir / f'{app.name}.log'}", file=sys.stderr, flush=True
+        )
+        failed.append(app.name)
+        rows.append(failed_row(app.name, minutes, why))
 
-    sys.path.insert(0, str(ROOT / "shared" / "src"))
-    from lora_shared.reports import markdown_table
-
-    table = markdown_table(rows, ["app", "model", "trainable %", "adapter MB", "minutes", "metric"])
+    # 4. One summary table (also written to summary.md / summary.json).
     total = (time.perf_counter() - t_start) / 60
-    text = f"# make demo summary\n\n{table}\n\nTotal: {total:.1f} min. Runs in {root}.\n"
-    (root / "summary.md").write_text(text)
-    (root / "summary.json").write_text(json.dumps(rows, indent=2))
-    print("\n" + text)
+    skipped = [f"{a.name} ({a.skip_reason})" for a in apps if a.skip_reason]
+    text = "# make demo summary\n\n" + (markdown_table(rows) if rows else "(no app ran)") + "\n"
+    if skipped:
+        text += "\nSkipped: " + "; ".join(skipped) + "\n"
+    text += f"\nTotal: {total:.1f} min (make models included). Runs, logs and plots in {args.output_dir}.\n"
+    (args.output_dir / "summary.md").write_text(text)
+    (args.output_dir / "summary.json").write_text(
+        json.dumps({"rows": rows, "skipped": skipped, "minutes": total}, indent=2)
+    )
+    print("\n" + text, flush=True)
     return 1 if failed else 0
 
 
