@@ -1,0 +1,5 @@
+"""`python -m llm_chat` runs the CLI."""
+
+from .cli import main
+
+raise SystemExit(main())

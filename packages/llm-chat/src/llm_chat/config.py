@@ -1,0 +1,200 @@
+"""llm-chat config: four dataclass groups (model, data, LoRA, SFT training) + chat/serve options, flat namespace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from trl import SFTConfig
+
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ChatModelArgs(ModelArgs):
+    """Base causal LM (any AutoModelForCausalLM with a chat template, or one supplied by --chat_template_path)."""
+
+    model_name_or_path: str | None = field(
+        default="Qwen/Qwen2.5-0.5B-Instruct",
+        metadata={"help": "Hub id, local directory, or a name under the offline models dir (`make models`)."},
+    )
+    torch_dtype: str = field(
+        default="auto",
+        metadata={"help": "Weights dtype for inference: auto | float32 | bfloat16 | float16."},
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={
+            "help": "Attention kernel: sdpa | eager | flash_attention_2 (packing is checked for each)."
+        },
+    )
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the base in 4-bit NF4 (bitsandbytes, CUDA only)."}
+    )
+
+
+@dataclass
+class ChatDataArgs:
+    """Where dialogs come from."""
+
+    dataset: str = field(
+        default="customer_service",
+        metadata={
+            "help": "Comma list of built-in sets (customer_service, banking, multitask) and/or "
+            ".jsonl/.json files (OpenAI messages, ShareGPT, Alpaca)."
+        },
+    )
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out data (same forms); default: the built-in sets' test splits + a split of files."
+        },
+    )
+    data_format: str = field(
+        default="auto", metadata={"help": "Record format of files: auto | openai | sharegpt | alpaca."}
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "System message added to records that have none (train and chat)."}
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "Held-out fraction of files without a separate eval set, 0..1."}
+    )
+    skip_bad_records: bool = field(
+        default=False,
+        metadata={"help": "Skip invalid records (and count them) instead of exiting with file:line."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training dialogs."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on held-out dialogs."})
+
+
+@dataclass
+class ChatLoraArgs(LoraArgs):
+    """LoraArgs with this app's defaults: r=8, alpha=32, dropout 0.1 on every attention + MLP projection."""
+
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r (adapter width)."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling alpha; the update is scaled by alpha/r."}
+    )
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(ALL_PROJECTIONS),
+        metadata={"help": "Module names (or suffixes) to adapt, or 'all-linear'."},
+    )
+
+
+@dataclass
+class ChatTrainingArguments(TrainExtras, SFTConfig):
+    """trl.SFTConfig with these changed defaults: output_dir=outputs/llm-chat, learning_rate=2e-4,
+    num_train_epochs=3, per_device_train_batch_size=8, packing=True (padding-free: the batch is one row with
+    per-sample position_ids, checked against the unpacked loss before training), max_length=1024,
+    eval/save per epoch, logging_steps=5, bf16=False (TRL turns it on by default; opt in here), save_total_limit=2, remove_unused_columns=False.
+    Our own tokenisation masks everything but assistant turns (assistant_only_loss is always on)."""
+
+    output_dir: str | None = field(
+        default="outputs/llm-chat", metadata={"help": "Run directory (adapter, tokenizer, metrics, plots)."}
+    )
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training dialogs."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Dialogs per step per device."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Eval dialogs per device."})
+    packing: bool = field(
+        default=True,
+        metadata={
+            "help": "Padding-free packing: concatenate the batch into one row, attention kept per dialog "
+            "via position_ids; falls back to padding if the model's attention does not honour it."
+        },
+    )
+    max_length: int | None = field(
+        default=1024,
+        metadata={"help": "Max tokens per dialog (longer ones are cut; all-prompt ones dropped)."},
+    )
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep False: the collator reads our tokenised columns."}
+    )
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps for LR warm-up."})
+    bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "bf16 autocast (CUDA, or CPUs with AVX512-BF16: ~3x faster matmuls); master weights fp32."
+        },
+    )
+    # SFTConfig also defines trust_remote_code; the flat namespace keeps the one in ChatModelArgs.
+    trust_remote_code: bool = field(default=False, init=False)
+
+
+@dataclass
+class ChatPredictArgs:
+    """Options of `chat`, `predict`, `eval`, `compare` and `export` (generation and reports)."""
+
+    prompt: str | None = field(
+        default=None,
+        metadata={"help": "chat: answer this one prompt (streamed) and exit instead of the REPL."},
+    )
+    system: str | None = field(default=None, metadata={"help": "System message for chat/predict."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Max tokens generated per answer."})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature; 0 = greedy (eval/compare always use greedy)."}
+    )
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass, 0..1."})
+    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens (0 = off)."})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "Penalty > 1 discourages repeats."})
+    stop: list[str] = field(default_factory=list, metadata={"help": "Extra stop strings."})
+    json: bool = field(default=False, metadata={"help": "predict: print one JSON object per prompt."})
+    questions: str | None = field(
+        default=None,
+        metadata={
+            "help": "compare: JSONL of {question, keywords[, reference]}; default: built-in banking test."
+        },
+    )
+    eval_tasks: str = field(
+        default="multitask,banking,customer_service",
+        metadata={"help": "eval: comma list of built-in held-out sets to score (or a JSONL path)."},
+    )
+    max_eval_items: int | None = field(
+        default=None, metadata={"help": "eval/compare: cap per set (quick runs)."}
+    )
+    export_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where `export` writes the merged model (default: <adapter_dir>/merged)."},
+    )
+
+
+@dataclass
+class ServeArgs:
+    """Options of `serve` (OpenAI-compatible API) and `webui` (Gradio)."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "Bind address (keep 127.0.0.1 unless proxied)."})
+    port: int = field(default=8000, metadata={"help": "TCP port."})
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": "Bearer token clients must send (default: $LLM_CHAT_API_KEY, else none)."},
+    )
+    max_queue: int = field(default=64, metadata={"help": "Requests waiting for the model before 429."})
+    max_tokens_limit: int = field(default=2048, metadata={"help": "Upper bound on a request's max_tokens."})
+    max_messages: int = field(default=128, metadata={"help": "Upper bound on messages per request."})
+    max_request_bytes: int = field(
+        default=1_000_000, metadata={"help": "Upper bound on a request body, bytes."}
+    )
+    adapters: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Extra adapter dirs to serve side by side (model name = dir name)."},
+    )
+
+    def __post_init__(self):
+        if self.api_key is None:
+            import os
+
+            self.api_key = os.environ.get("LLM_CHAT_API_KEY") or None
+
+
+CONFIG_TYPES = (ChatModelArgs, ChatDataArgs, ChatLoraArgs, ChatTrainingArguments)
+PREDICT_TYPES = (ChatPredictArgs,)
+SERVE_TYPES = (ChatPredictArgs, ServeArgs)
+
+
+def get_group(cfg, cls):
+    """The parsed group of type `cls` in a cli.Config (e.g. ServeArgs among cfg.extra), or None."""
+    return next((g for g in cfg.groups() if isinstance(g, cls)), None)

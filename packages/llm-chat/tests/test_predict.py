@@ -1,0 +1,107 @@
+"""Streaming generation, stop strings and max_new_tokens, the chat REPL through stdin, one-shot --prompt."""
+
+import io
+import sys
+
+import pytest
+from llm_chat import predict as P
+from llm_chat.cli import main
+from llm_chat_testutils import dialog
+
+
+def test_stream_chat_streams_and_stops_at_max_new_tokens(tokenizer, tiny_model):
+    stats = {}
+    chunks = list(
+        P.stream_chat(tiny_model, tokenizer, dialog("hi"), max_new_tokens=12, temperature=0, stats=stats)
+    )
+    assert stats["completion_tokens"] == 12 and stats["finish_reason"] == "length"
+    assert stats["prompt_tokens"] > 0 and stats["seconds"] > 0
+    assert len(chunks) >= 1 and all(isinstance(c, str) for c in chunks)
+    # Greedy decoding is deterministic: the streamed text equals a plain generate().
+    import torch
+
+    enc = tokenizer(P.render(tokenizer, dialog("hi"), True), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = tiny_model.generate(**enc, **P.generation_kwargs(tokenizer, max_new_tokens=12, temperature=0))
+    expected = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "".join(chunks) == expected.split("<|im_end|>")[0]
+
+
+def test_stop_string_ends_the_answer(tokenizer, tiny_model):
+    full = "".join(P.stream_chat(tiny_model, tokenizer, dialog("hi"), max_new_tokens=12, temperature=0))
+    assert len(full) >= 3
+    stop = full[2:4] if len(full) >= 4 else full[2:]
+    stats = {}
+    cut = "".join(
+        P.stream_chat(
+            tiny_model, tokenizer, dialog("hi"), max_new_tokens=12, temperature=0, stop=[stop], stats=stats
+        )
+    )
+    assert cut == full[: full.index(stop)] and stats["finish_reason"] == "stop"
+
+
+def test_closing_the_stream_cancels_generation(tokenizer, tiny_model):
+    gen = P.stream_chat(tiny_model, tokenizer, dialog("hi"), max_new_tokens=2000, temperature=0.0)
+    next(gen)
+    gen.close()  # must return promptly (the generate thread is cancelled and joined)
+
+
+def test_chat_prompt_one_shot_with_tiny_config(capsys):
+    assert main(["chat", "--config", "tiny", "--prompt", "hi", "--max_new_tokens", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "random tiny qwen2" in captured.err
+    assert captured.out.endswith("\n")
+
+
+def test_chat_repl_reset_system_and_eof(monkeypatch, capsys):
+    calls = []
+    real = P.stream_chat
+
+    def spy(model, tok, messages, **kw):
+        calls.append([m["role"] for m in messages])
+        yield from real(model, tok, messages, **kw)
+
+    monkeypatch.setattr(P, "stream_chat", spy)
+    monkeypatch.setattr(
+        sys, "stdin", io.StringIO("hello\nagain\n/reset\nfresh\n/system 你是助手\nq\n/bogus\n")
+    )
+    assert main(["chat", "--config", "tiny", "--max_new_tokens", "3"]) == 0  # EOF ends the session cleanly
+    assert calls == [
+        ["user"],
+        ["user", "assistant", "user"],
+        ["user"],  # /reset dropped the history
+        ["system", "user"],  # /system set a system message (and reset)
+    ]
+    err = capsys.readouterr().err
+    assert "[history cleared]" in err and "unknown command /bogus" in err
+
+
+def test_bare_command_opens_chat(monkeypatch):
+    from llm_chat.cli import APP
+
+    seen = {}
+    monkeypatch.setattr(P, "chat", lambda cfg: seen.setdefault("cfg", cfg) and 0)
+    assert APP.default_command == "chat"
+    assert main(["--config", "tiny", "--prompt", "x"]) == 0
+    assert seen["cfg"].infer.prompt == "x"
+
+
+def test_chat_without_a_model_says_what_to_do(capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["chat", "--model_name_or_path", "no-such-org/no-such-model", "--prompt", "hi"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no model available" in err and "--config tiny" in err and "Traceback" not in err
+
+
+def test_read_prompts(tmp_path):
+    (tmp_path / "p.txt").write_text("一\n\n二\n")
+    (tmp_path / "p.jsonl").write_text(
+        '{"question": "三"}\n{"messages": [{"role": "user", "content": "四"}, {"role": "assistant", "content": "x"}]}\n'
+    )
+    prompts = P.read_prompts([str(tmp_path / "p.txt"), str(tmp_path / "p.jsonl"), "五"])
+    assert [p[-1]["content"] for p in prompts] == ["一", "二", "三", "四", "五"]
+    (tmp_path / "bad.jsonl").write_text('{"x": 1}\n')
+    from lora_shared.errors import UsageError
+
+    with pytest.raises(UsageError, match="bad.jsonl:1"):
+        P.read_prompts([str(tmp_path / "bad.jsonl")])
