@@ -6,12 +6,13 @@ from lora_shared.models import from_pretrained, parse_overrides, resolve_model_p
 from lora_shared.peft import apply_lora
 from lora_shared.runs import last_complete_checkpoint, load_adapter, resolve_resume, save_adapter
 from lora_shared.testing import tiny_mlp as MLP
+from safetensors.torch import save_file
 
 
 def _ckpt(root, step, complete=True):
     d = root / f"checkpoint-{step}"
     d.mkdir()
-    (d / "adapter_model.safetensors").write_bytes(b"x")
+    save_file({"w": torch.zeros(2)}, str(d / "adapter_model.safetensors"))
     if complete:
         (d / "trainer_state.json").write_text("{}")
     return d

@@ -112,6 +112,21 @@ class PlotCurvesCallback(TrainerCallback):
             plot_curves(state.log_history, self.path or Path(args.output_dir) / "curves.png")
 
 
+class SafeCheckpointCallback(TrainerCallback):
+    """Removes `training_args.bin` from each new checkpoint: a full pickle of the args object.
+
+    Trainer writes it for humans and never reads it on resume (the resolved_config.yaml next to the
+    adapter records the same settings as text), and a checkpoint must hold no file that runs code when
+    unpickled. What remains (optimizer.pt, scheduler.pt, rng_state.pth) is plain tensor data that
+    Trainer reloads with `torch.load(weights_only=True)`.
+    """
+
+    def on_save(self, args, state, control, **kw):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (ckpt / "training_args.bin").unlink(missing_ok=True)
+
+
 class TrainingInterrupted(Exception):
     """Raised after Ctrl-C once a resumable checkpoint is on disk; the CLI prints how to resume (exit 130)."""
 
@@ -176,6 +191,7 @@ def default_callbacks(args) -> list[TrainerCallback]:
         ThroughputCallback(),
         MetricsJsonlCallback(),
         PlotCurvesCallback(),
+        SafeCheckpointCallback(),  # before InterruptCallback: its on_save raises to stop the run
         InterruptCallback(),
     ]
     patience = getattr(args, "early_stopping_patience", None)

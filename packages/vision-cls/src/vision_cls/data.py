@@ -290,9 +290,47 @@ def build_transforms(image_size: int, mean, std, train: bool):
     return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *tail])
 
 
+class SeededAugment:
+    """Train augmentation drawn from an RNG seeded per (seed, epoch, sample), not from the global RNG.
+
+    Why: the Trainer fetches the next batch before it saves a checkpoint, so augmentation drawn from
+    the global RNG is replayed differently after `--resume` and the resumed run drifts from an
+    uninterrupted one. Seeded per sample, `--resume` is exact and the draws do not depend on how many
+    dataloader workers run. `epoch` is kept current by `EpochCallback`.
+    """
+
+    def __init__(self, transform, seed: int):
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    def __call__(self, img, idx: int):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the global RNG (dropout, sampler) is left untouched
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + idx) % 2**63)
+            return self.transform(img)
+
+
+def epoch_callback(augment: SeededAugment):
+    """A TrainerCallback that tells `augment` which epoch is running (also right after --resume)."""
+    from transformers import TrainerCallback
+
+    class EpochCallback(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kw):
+            augment.epoch = int(state.epoch or 0)
+
+    return EpochCallback()
+
+
 def transform_batch(batch, transform):
-    """datasets `with_transform` hook: PIL images -> pixel_values, label -> labels."""
-    out = {"pixel_values": [transform(to_rgb(img)) for img in batch["image"]]}
+    """datasets `with_transform` hook: PIL images -> pixel_values, label -> labels.
+
+    With an `idx` column and a `SeededAugment`, each sample's augmentation is seeded by its index.
+    """
+    if "idx" in batch and isinstance(transform, SeededAugment):
+        pixels = [transform(to_rgb(img), i) for img, i in zip(batch["image"], batch["idx"])]
+    else:
+        pixels = [transform(to_rgb(img)) for img in batch["image"]]
+    out = {"pixel_values": pixels}
     if "label" in batch:
         out["labels"] = batch["label"]
     return out

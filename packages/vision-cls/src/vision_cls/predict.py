@@ -35,9 +35,9 @@ def predict(cfg, inputs: list[str]) -> int:
     from lora_shared.models import pick_device
 
     paths = collect_inputs(inputs)
+    images = [load_image(p) for p in paths]  # a bad file fails before the model is loaded
     model, labels, (size, mean, std) = load_trained(cfg)
     model.to(pick_device())
-    images = [load_image(p) for p in paths]
     preds = classify(model, images, build_transforms(size, mean, std, False), labels, cfg.infer.top_k)
     for path, top in zip(paths, preds):
         if cfg.infer.json:

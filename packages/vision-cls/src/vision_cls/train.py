@@ -20,7 +20,7 @@ from lora_shared.reports import print_metrics
 from lora_shared.runs import resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
-from .data import build_transforms, collate_fn, load_splits, transform_batch
+from .data import SeededAugment, build_transforms, collate_fn, epoch_callback, load_splits, transform_batch
 from .metrics import compute_metrics
 from .model import LABELS_FILE, build_model, image_settings, load_trained
 
@@ -47,10 +47,10 @@ def train(cfg) -> dict[str, float]:
     logger.info("%s", trainable_report(model))
     size, mean, std = image_settings(cfg.model, model)
 
-    # ---- 4. Transforms: augment train, deterministic eval, applied lazily per batch
-    train_ds = train_ds.with_transform(
-        partial(transform_batch, transform=build_transforms(size, mean, std, True))
-    )
+    # ---- 4. Transforms: augment train (seeded per sample: exact --resume), deterministic eval, lazily per batch
+    augment = SeededAugment(build_transforms(size, mean, std, True), args.seed)
+    train_ds = train_ds.add_column("idx", list(range(len(train_ds))))
+    train_ds = train_ds.with_transform(partial(transform_batch, transform=augment))
     eval_ds = eval_ds.with_transform(
         partial(transform_batch, transform=build_transforms(size, mean, std, False))
     )
@@ -63,7 +63,7 @@ def train(cfg) -> dict[str, float]:
         eval_dataset=eval_ds,
         data_collator=collate_fn,
         compute_metrics=partial(compute_metrics, num_classes=len(labels)),
-        callbacks=default_callbacks(args),
+        callbacks=[*default_callbacks(args), epoch_callback(augment)],
     )
 
     # ---- 6. Run: train (resuming if asked), score held-out data, save adapter + reports
