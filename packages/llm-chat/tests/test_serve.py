@@ -396,3 +396,131 @@ def test_load_32_streaming_clients(server, engine):
     assert engine.stats["max_batch"] > 1  # concurrent streams were batched
     h = httpx.get(server + "/health").json()
     assert h["status"] == "ok" and h["queue"] == 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Streaming details without a model, and the CLI wiring
+# ------------------------------------------------------------------------------------------------------------
+class _CharTokenizer:
+    """decode(ids) = the characters with those code points: enough to drive _RowState."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids)
+
+
+def _row(stop, max_tokens=50):
+    from llm_chat.serve import GenRequest, Job, _RowState
+
+    out: list = []
+    job = Job(GenRequest([1], None, max_tokens, stop=stop), out.append)
+    return _RowState(job, _CharTokenizer(), eos_ids={0}), out
+
+
+def _feed(row, text):
+    for ch in text:
+        row.push(ord(ch))
+
+
+def test_stop_string_prefix_is_held_back_then_released():
+    row, out = _row(["ab"])
+    _feed(row, "xa")
+    assert "".join(e[1] for e in out) == "x"  # "a" might start "ab": not sent yet
+    _feed(row, "c")
+    assert "".join(e[1] for e in out) == "xac" and row.finished is None
+    _feed(row, "zab")
+    assert "".join(e[1] for e in out) == "xacz" and row.finished == "stop"
+    _feed(row, "more")  # rows that finished ignore later tokens (batch neighbours still running)
+    assert "".join(e[1] for e in out) == "xacz"
+
+
+def test_multibyte_characters_are_never_split():
+    from llm_chat.serve import GenRequest, Job, _RowState
+
+    class ByteTokenizer:  # one token per UTF-8 byte, like a byte-level BPE on rare characters
+        def decode(self, ids, skip_special_tokens=True):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    out: list = []
+    row = _RowState(Job(GenRequest([1], None, 50), out.append), ByteTokenizer(), eos_ids={0})
+    for b in "a中文b".encode():
+        row.push(b)
+    row.flush()
+    assert [e[1] for e in out] == ["a", "中", "文", "b"]
+
+
+def test_eos_and_length_finish_rows():
+    row, out = _row(["ab"])
+    _feed(row, "hia")
+    row.push(0)  # eos: the held-back "a" is released at the end, eos itself is not text
+    row.flush()
+    assert "".join(e[1] for e in out) == "hia" and row.finished == "stop"
+    row, out = _row([], max_tokens=3)
+    _feed(row, "abcdef")
+    row.flush()
+    assert "".join(e[1] for e in out) == "abc" and row.finished == "length"
+
+
+def test_cli_tiny_config_builds_a_servable_engine(monkeypatch):
+    pytest.importorskip("llm_chat.cli")
+    from llm_chat.cli import APP
+    from llm_chat.serve import _serve_args, build_engine, settings_from
+    from lora_shared.cli import build_config
+
+    serve_cmd = next(c for c in APP.commands if c.name == "serve")
+    monkeypatch.setenv("LLM_CHAT_API_KEY", "from-env")
+    cfg, _ = build_config(APP, serve_cmd, ["--config", "tiny", "--max_queue", "3", "--port", "9999"])
+    args = _serve_args(cfg)
+    assert (args.host, args.port) == ("127.0.0.1", 9999)  # loopback unless asked
+    settings = settings_from(args)
+    assert settings.max_queue == 3 and settings.api_key == "from-env"
+    eng = build_engine(cfg, settings.max_queue)
+    try:
+        assert eng.model_ids() == ["qwen2-random"]
+        req_ids = eng.encode_chat([{"role": "user", "content": "hi"}])
+        from llm_chat.serve import GenRequest
+
+        events = list(eng.stream(GenRequest(req_ids, None, 4, temperature=0.0)))
+        assert events[-1][0] == "end" and events[-1][2]["completion_tokens"] <= 4
+    finally:
+        eng.close()
+
+
+@pytest.mark.slow
+def test_cli_serve_streams_sse_over_curl_like_request(tmp_path):
+    """`llm-chat serve --config tiny` as a real process: stream one answer, then SIGTERM exits cleanly."""
+    pytest.importorskip("llm_chat.cli")
+    import signal
+    import subprocess
+    import sys
+
+    from llm_chat.serve import free_port
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm_chat", "serve", "--config", "tiny", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        body = {"model": "qwen2-random", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            lines = [line for line in r.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]" and len(lines) > 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        log.close()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (so -15 is the normal exit).
+    assert code in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()

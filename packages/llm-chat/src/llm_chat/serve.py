@@ -203,16 +203,33 @@ class Job:
     created: int = field(default_factory=lambda: int(time.time()))
     generated: int = 0  # completion tokens so far (the worker updates it)
 
+    def send(self, ev: tuple) -> None:
+        """Deliver an event; a consumer that is gone (closed event loop) just cancels the job."""
+        try:
+            self.sink(ev)
+        except Exception:
+            self.cancel.set()
+
 
 class _RowState:
-    """Per-row incremental detokenisation, stop strings and finish reason."""
+    """Per-row incremental detokenisation, stop strings and finish reason.
+
+    Detokenisation uses the prefix/read offsets of TGI/vLLM: decode only the last few tokens and take the
+    text they add, so each step costs O(1) rather than re-decoding the whole answer, and SentencePiece
+    leading spaces and multi-token UTF-8 characters come out right.
+    """
 
     def __init__(self, job: Job, tokenizer, eos_ids: set[int]):
         self.job, self.tok, self.eos_ids = job, tokenizer, eos_ids
         self.ids: list[int] = []
-        self.sent = 0  # characters of decoded text already emitted
+        self.text = ""  # decoded text so far (complete characters only)
+        self.prefix_off = self.read_off = 0
+        self.sent = 0  # characters of `text` already sent to the client
         self.finished: str | None = None  # "stop" | "length" | "cancelled"
         self.stop_string = False  # finished on a stop string: the text after it is never sent
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
 
     def push(self, token: int) -> None:
         if self.finished:
@@ -222,37 +239,43 @@ class _RowState:
             return
         self.ids.append(token)
         self.job.generated = len(self.ids)
-        text = self.tok.decode(self.ids, skip_special_tokens=True)
-        stops = self.job.req.stop
+        prefix = self._decode(self.ids[self.prefix_off : self.read_off])
+        full = self._decode(self.ids[self.prefix_off :])
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):  # U+FFFD: an incomplete UTF-8 char
+            self.text += full[len(prefix) :]
+            self.prefix_off, self.read_off = self.read_off, len(self.ids)
+        text, stops = self.text, self.job.req.stop
         for s in stops:
-            # Only look where a stop string could newly complete (cheap, and never before `sent`).
+            # Only look where a stop string could newly complete (never before what was already sent).
             at = text.find(s, max(0, self.sent - len(s) + 1))
             if at != -1:
                 self._emit(text[:at])
                 self.finished, self.stop_string = "stop", True
                 return
         if len(self.ids) >= self.job.req.max_tokens:
-            self._emit(text)
             self.finished = "length"
-            return
-        # Hold back an incomplete UTF-8 sequence (decodes to U+FFFD) and any tail that may start a stop string.
-        safe = len(text.rstrip("\ufffd"))
+            return  # flush() sends the rest
+        # Hold back a tail that may be the start of a stop string.
+        hold = 0
         for s in stops:
-            for k in range(min(len(s) - 1, safe), 0, -1):
-                if text[safe - k : safe] == s[:k]:
-                    safe -= k
-                    break
-        self._emit(text[:safe])
+            hold = max(
+                hold, next((k for k in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:k])), 0)
+            )
+        self._emit(text[: len(text) - hold])
 
     def _emit(self, text: str) -> None:
         if len(text) > self.sent:
-            self.job.sink(("delta", text[self.sent :]))
+            self.job.send(("delta", text[self.sent :]))
             self.sent = len(text)
 
     def flush(self) -> None:
-        """At the end: emit anything held back (a stop-string prefix that never completed)."""
-        if not self.stop_string and self.finished != "cancelled":
-            self._emit(self.tok.decode(self.ids, skip_special_tokens=True))
+        """At the end: send what was held back (an unfinished stop-string prefix, undecodable bytes)."""
+        if self.stop_string or self.finished == "cancelled":
+            return
+        tail = self._decode(self.ids[self.prefix_off :])[
+            len(self._decode(self.ids[self.prefix_off : self.read_off])) :
+        ]
+        self._emit(self.text + tail)
 
 
 def _make_criteria(rows: list[_RowState], prompt_len: int):
@@ -380,7 +403,7 @@ class Engine:
             self._pending.clear()
             self._cv.notify_all()
         for job in dropped:
-            job.sink(("error", "server is shutting down"))
+            job.send(("error", "server is shutting down"))
         self._thread.join(timeout)
 
     # -- the worker ---------------------------------------------------------------------------------------
@@ -413,14 +436,14 @@ class Engine:
             except Exception as e:  # a bug or OOM must not kill the worker: fail these requests only
                 logger.exception("generation failed")
                 for job in batch:
-                    job.sink(("error", f"generation failed: {type(e).__name__}: {e}"))
+                    job.send(("error", f"generation failed: {type(e).__name__}: {e}"))
             finally:
                 self.in_flight = 0
 
     def _skip_cancelled(self, job: Job) -> bool:
         if job.cancel.is_set():  # the client left while queued
             self.stats["cancelled"] += 1
-            job.sink(("end", "cancelled", {"prompt_tokens": len(job.req.prompt_ids), "completion_tokens": 0}))
+            job.send(("end", "cancelled", {"prompt_tokens": len(job.req.prompt_ids), "completion_tokens": 0}))
             return True
         return False
 
@@ -481,7 +504,7 @@ class Engine:
             usage = {"prompt_tokens": len(row.job.req.prompt_ids), "completion_tokens": len(row.ids)}
             self.stats["requests"] += 1
             self.stats["completion_tokens"] += len(row.ids)
-            row.job.sink(("end", reason, usage))
+            row.job.send(("end", reason, usage))
 
 
 def _adapter_names(model) -> list[str]:
