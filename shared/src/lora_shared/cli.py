@@ -193,6 +193,21 @@ def setup_logging() -> None:
         pass
 
 
+def cpu_distributed_env() -> None:
+    """Under torchrun / `accelerate launch --multi_gpu` on a machine without CUDA, make the Trainer use CPU DDP.
+
+    Without this, accelerate sees LOCAL_RANK but no GPU and silently falls back to one process per rank,
+    each training alone on the whole data set. ACCELERATE_USE_CPU makes it pick MULTI_CPU (gloo).
+    Must run before TrainingArguments is built; a value already in the environment wins.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ACCELERATE_USE_CPU" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
 def _command_help(app: App, command: Command) -> str:
     from transformers import HfArgumentParser
 
@@ -246,6 +261,7 @@ def _run_app(app: App, argv: list[str] | None) -> int:
         print(_command_help(app, command))
         return 0
     setup_logging()
+    cpu_distributed_env()
     try:
         cfg, inputs = build_config(app, command, rest)
         for k, v in cfg.source.items():

@@ -167,15 +167,8 @@ def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool 
 
     from .cli import find_adapter_dir
 
-    path = find_adapter_dir(adapter_dir)
-    try:
-        config = PeftConfig.from_pretrained(str(path))
-    except (ValueError, TypeError, KeyError, OSError) as e:  # JSONDecodeError is a ValueError
-        raise UsageError(
-            f"{path / 'adapter_config.json'}: not a readable adapter config ({str(e).splitlines()[0][:160]}); "
-            "the save was interrupted or the file was edited: retrain or restore it"
-        ) from None
-    check_safetensors(path / "adapter_model.safetensors")
+    path = check_adapter_dir(find_adapter_dir(adapter_dir))
+    config = PeftConfig.from_pretrained(str(path))
     try:
         model = PeftModel.from_pretrained(base_model, str(path), config=config, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -187,6 +180,26 @@ def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool 
     if not is_trainable:
         model.eval()
     return model
+
+
+def check_adapter_dir(path: str | os.PathLike) -> Path:
+    """Fail with a UsageError naming the file if the adapter config or weights in `path` are unreadable.
+
+    Call it before `PeftModel.from_pretrained`, whose errors for a cut-short file (a kill mid-copy, a
+    half-synced disk) are a traceback or a misleading "wrong base model".
+    """
+    from peft import PeftConfig
+
+    path = Path(path)
+    try:
+        PeftConfig.from_pretrained(str(path))
+    except (ValueError, TypeError, KeyError, OSError) as e:  # JSONDecodeError is a ValueError
+        raise UsageError(
+            f"{path / 'adapter_config.json'}: not a readable adapter config ({str(e).splitlines()[0][:160]}); "
+            "the save was interrupted or the file was edited: retrain or restore it"
+        ) from None
+    check_safetensors(path / "adapter_model.safetensors")
+    return path
 
 
 def check_safetensors(path: str | os.PathLike) -> None:

@@ -1,0 +1,221 @@
+"""The minimal plain `Trainer` + `peft` scripts that `make bench` compares each app's `train` against.
+
+Each takes the app's resolved config (the same flags the app got: model, LoRA, batch, steps, seed) and
+does what a user would write from the Hugging Face docs: build the model, wrap it with `get_peft_model`,
+prepare the data with the same per-sample work, `Trainer(...).train()`, save the adapter. No callbacks,
+no validation, no reports. Only data *generation* is borrowed from the app (the built-in synthetic data
+has to be the same data), never its training code.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+
+def _training_args(t, **extra):
+    """Plain TrainingArguments carrying over only what changes the work of a step."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="bench-plain-"),
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        seed=t.seed,
+        bf16=t.bf16,
+        logging_steps=t.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        dataloader_num_workers=t.dataloader_num_workers,
+        gradient_checkpointing=t.gradient_checkpointing,
+        **extra,
+    )
+
+
+def _lora(lora, task_type=None):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.lora_r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=list(lora.lora_target_modules),
+        modules_to_save=list(lora.lora_modules_to_save) or None,
+        task_type=task_type,
+    )
+
+
+def _overrides(s: str | None) -> dict:
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in (s or "").split(",") if p)}
+
+
+def plain_vision_cls(cfg) -> None:
+    """HF image-classification LoRA guide: ViT/MobileNet + LoRA, torchvision transforms via with_transform."""
+    import torch
+    from peft import get_peft_model
+    from torchvision.transforms import v2
+    from transformers import AutoConfig, AutoModelForImageClassification, Trainer, set_seed
+    from vision_cls.data import make_demo_dataset
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    ds = make_demo_dataset(d.demo_images_per_class, d.demo_image_size, t.seed)
+    labels = ds.features["label"].names
+    kw = {"num_labels": len(labels)}
+    if m.model_type:
+        config = AutoConfig.for_model(m.model_type, **kw)
+        for k, v in _overrides(m.config_overrides).items():
+            setattr(config, k, v)
+        model = AutoModelForImageClassification.from_config(config)
+    else:
+        from lora_shared.models import resolve_model_path
+
+        path = resolve_model_path(m.model_name_or_path)
+        model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True, **kw)
+    size = m.image_size or getattr(model.config, "image_size", 224)
+    model = get_peft_model(model, _lora(lora))
+
+    norm = v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    tf = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.2, 0.2, 0.2),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            norm,
+        ]
+    )
+
+    def transform(batch):
+        return {"pixel_values": [tf(im.convert("RGB")) for im in batch["image"]], "labels": batch["label"]}
+
+    def collate(rows):
+        return {
+            "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "labels": torch.tensor([r["labels"] for r in rows]),
+        }
+
+    trainer = Trainer(
+        model=model,
+        args=_training_args(t, remove_unused_columns=False),
+        train_dataset=ds.with_transform(transform),
+        data_collator=collate,
+    )
+    trainer.train()
+    model.save_pretrained(trainer.args.output_dir)
+
+
+def plain_text_classifier(cfg) -> None:
+    """HF sequence-classification LoRA guide: tokenise with map, DataCollatorWithPadding, Trainer."""
+    from peft import get_peft_model
+    from text_classifier.data import load_splits
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        set_seed,
+    )
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    train_ds, _, labels = load_splits(d, seed=t.seed)
+    kw = {"num_labels": len(labels)}
+    if m.model_type:
+        from text_classifier.model import train_wordpiece  # a random model has no vocabulary to load
+
+        tok = train_wordpiece(train_ds["text"], m.tokenizer_vocab_size)
+        config = AutoConfig.for_model(m.model_type, vocab_size=len(tok), pad_token_id=tok.pad_token_id, **kw)
+        for k, v in _overrides(m.config_overrides).items():
+            setattr(config, k, v)
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        from lora_shared.models import resolve_model_path
+
+        path = resolve_model_path(m.model_name_or_path)
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, ignore_mismatched_sizes=True, **kw)
+    model = get_peft_model(model, _lora(lora, "SEQ_CLS"))
+
+    def tokenize(batch):
+        enc = tok(batch["text"], truncation=True, max_length=m.max_length)
+        return {**enc, "labels": batch["label"]}
+
+    ds = train_ds.map(tokenize, batched=True, remove_columns=train_ds.column_names)
+    trainer = Trainer(
+        model=model, args=_training_args(t), train_dataset=ds, data_collator=DataCollatorWithPadding(tok)
+    )
+    trainer.train()
+    model.save_pretrained(trainer.args.output_dir)
+
+
+def plain_llm_chat(cfg) -> None:
+    """Plain causal-LM LoRA SFT: chat template -> input_ids, labels = input_ids, pad per batch (no packing)."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, set_seed
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    from llm_chat import data as chat_data
+    from llm_chat.model import build_tokenizer
+
+    tok = build_tokenizer(m, getattr(m, "chat_template", None))
+    dialogs = chat_data.load_splits(d, seed=t.seed)[0]
+    if m.model_type:
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(m.model_type, vocab_size=len(tok))
+        for k, v in _overrides(m.config_overrides).items():
+            setattr(config, k, v)
+        model = AutoModelForCausalLM.from_config(config)
+    else:
+        from lora_shared.models import resolve_model_path
+
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(m.model_name_or_path), dtype="float32"
+        )
+    model = get_peft_model(model, _lora(lora, "CAUSAL_LM"))
+    max_len = getattr(t, "max_length", None) or 512
+    msgs_col = "messages" if "messages" in dialogs.column_names else dialogs.column_names[0]
+
+    def tokenize(batch):
+        ids = [tok.apply_chat_template(msgs, tokenize=True)[:max_len] for msgs in batch[msgs_col]]
+        ids = [x["input_ids"] if isinstance(x, dict) else list(x) for x in ids]
+        return {"input_ids": ids}
+
+    ds = dialogs.map(tokenize, batched=True, remove_columns=dialogs.column_names)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def collate(rows):
+        n = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            mask[i, : len(r["input_ids"])] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    trainer = Trainer(
+        model=model,
+        args=_training_args(t, remove_unused_columns=False),
+        train_dataset=ds,
+        data_collator=collate,
+    )
+    trainer.train()
+    model.save_pretrained(trainer.args.output_dir)
+
+
+# import name -> plain script; an app without one is benchmarked for everything except overhead
+PLAIN = {
+    "vision_cls": plain_vision_cls,
+    "text_classifier": plain_text_classifier,
+    "llm_chat": plain_llm_chat,
+}

@@ -1,0 +1,191 @@
+"""One measured training run for `tools/bench.py`, in its own process (so peak RSS is its own).
+
+    python tools/bench_worker.py --app vision_cls --mode ours|plain --result r.json [--flops] -- <train flags>
+
+`ours` runs the app's real `train` command (`<app>.cli.main(["train", ...])`); `plain` resolves the very
+same flags with the app's config parser and hands them to the minimal Trainer+peft script for that app
+in `bench_plain.py`. Both are instrumented identically, by patching `transformers.Trainer.__init__`:
+- a callback stamps `time.perf_counter()` at every optimizer step end (so a step's time includes data
+  loading, logging and callbacks: everything a user waits for),
+- a forward pre-hook on the model counts real (non-padding) tokens and samples of training batches,
+- with --flops, the first step (a warm-up step, never timed) runs under `torch.utils.flop_counter`,
+  which counts the FLOPs of every matmul/conv of forward AND backward as they actually execute,
+- peak RSS (ru_maxrss) is read at train end.
+Several `--` separated flag sets run one after another in the same process (scaling sweeps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+class Probe:
+    """What one training run measured."""
+
+    def __init__(self, count_flops: bool):
+        self.count_flops = count_flops
+        self.stamps: list[float] = []
+        self.tokens: list[int] = []  # real tokens per optimizer step
+        self.samples: list[int] = []
+        self.flops_first_step: float | None = None
+        self.rss_train_mb: float | None = None
+        self._tok = self._smp = 0
+        self._flop_mode = None
+
+    # ---- forward pre-hook: count what the model really sees in training
+    def forward_hook(self, module, args, kwargs):
+        if not module.training:
+            return
+        mask, ids = kwargs.get("attention_mask"), kwargs.get("input_ids")
+        pos = kwargs.get("position_ids")
+        if ids is None and args and hasattr(args[0], "shape"):
+            ids = args[0]
+        if mask is not None and hasattr(mask, "sum") and mask.dim() == 2:
+            self._tok += int(mask.sum())
+            self._smp += int(mask.shape[0])
+        elif ids is not None and hasattr(ids, "numel") and ids.dtype.is_floating_point is False:
+            # padding-free packing: one row, no padding; dialogs start where position_ids restart at 0
+            self._tok += int(ids.numel())
+            self._smp += int((pos == 0).sum()) if pos is not None else int(ids.shape[0])
+        else:
+            pix = kwargs.get("pixel_values")
+            if pix is None and args and hasattr(args[0], "shape"):
+                pix = args[0]
+            if pix is not None and hasattr(pix, "shape"):
+                self._smp += int(pix.shape[0])
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        probe = self
+
+        class _StepTimer(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                probe.stamps.append(time.perf_counter())
+
+            def on_step_begin(self, args, state, control, **kw):
+                if probe.count_flops and state.global_step == 0 and probe._flop_mode is None:
+                    from torch.utils.flop_counter import FlopCounterMode
+
+                    probe._flop_mode = FlopCounterMode(display=False)
+                    probe._flop_mode.__enter__()
+
+            def on_step_end(self, args, state, control, **kw):
+                if probe._flop_mode is not None and probe.flops_first_step is None:
+                    probe._flop_mode.__exit__(None, None, None)
+                    probe.flops_first_step = float(probe._flop_mode.get_total_flops())
+                probe.stamps.append(time.perf_counter())
+                probe.tokens.append(probe._tok)
+                probe.samples.append(probe._smp)
+                probe._tok = probe._smp = 0
+
+            def on_train_end(self, args, state, control, **kw):
+                probe.rss_train_mb = peak_rss_mb()
+
+        return _StepTimer()
+
+    def as_dict(self) -> dict:
+        steps = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
+        return {
+            "step_times": steps,
+            "tokens": self.tokens,
+            "samples": self.samples,
+            "flops_first_step": self.flops_first_step,
+            "rss_train_mb": self.rss_train_mb,
+        }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def install(probes: list[Probe], count_flops: bool) -> None:
+    """Patch Trainer.__init__ so every Trainer built from now on is instrumented by a fresh Probe."""
+    import transformers
+
+    orig = transformers.Trainer.__init__
+
+    def __init__(self, *args, **kwargs):
+        probe = Probe(count_flops)
+        probes.append(probe)
+        cbs = list(kwargs.get("callbacks") or [])
+        kwargs["callbacks"] = [*cbs, probe.callback()]
+        orig(self, *args, **kwargs)
+        self.model.register_forward_pre_hook(probe.forward_hook, with_kwargs=True)
+
+    transformers.Trainer.__init__ = __init__
+
+
+def run_ours(module: str, flags: list[str]) -> None:
+    code = importlib.import_module(f"{module}.cli").main(["train", *flags])
+    if code:
+        raise SystemExit(f"{module} train exited {code}")
+
+
+def run_plain(module: str, flags: list[str]) -> None:
+    from bench_plain import PLAIN
+    from lora_shared.cli import build_config
+
+    app = importlib.import_module(f"{module}.cli").APP
+    command = next(c for c in app.commands if c.name == "train")
+    cfg, _ = build_config(app, command, flags)
+    PLAIN[module](cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, *flag_sets = _split(argv)
+    p = argparse.ArgumentParser()
+    p.add_argument("--app", required=True, help="import name, e.g. vision_cls")
+    p.add_argument("--mode", choices=["ours", "plain"], required=True)
+    p.add_argument("--result", required=True)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--flops", action="store_true")
+    a = p.parse_args(head)
+
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    import logging
+
+    logging.disable(logging.WARNING)  # the bench reads numbers, not logs; errors still raise
+    probes: list[Probe] = []
+    install(probes, a.flops)
+    t0 = time.perf_counter()
+    runs = []
+    for flags in flag_sets or [[]]:
+        n = len(probes)
+        (run_ours if a.mode == "ours" else run_plain)(a.app, flags)
+        if len(probes) == n:
+            raise SystemExit("no Trainer was built: nothing measured")
+        runs.append(probes[n].as_dict())  # the first Trainer of the run is the training one
+    out = {"runs": runs, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t0}
+    out["threads"] = torch.get_num_threads()
+    Path(a.result).write_text(json.dumps(out))
+    return 0
+
+
+def _split(argv: list[str]) -> list[list[str]]:
+    """['--app', 'x', '--', 'a', '--', 'b'] -> [['--app', 'x'], ['a'], ['b']]."""
+    parts, cur = [], []
+    for tok in argv:
+        if tok == "--":
+            parts.append(cur)
+            cur = []
+        else:
+            cur.append(tok)
+    parts.append(cur)
+    return parts
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
