@@ -48,26 +48,32 @@ def heatmap_loss(heatmaps: torch.Tensor, labels: torch.Tensor, sigma: float) -> 
 
 
 class DeconvHead(nn.Module):
-    """SimpleBaseline (Xiao et al., 2018): 3 x (4x4 stride-2 deconvolution, BN, ReLU) + 1x1 conv -> K heatmaps."""
+    """SimpleBaseline (Xiao et al., 2018): 3 x (4x4 stride-2 deconvolution, BN, ReLU) + 1x1 conv -> K heatmaps.
+
+    A 1x1 reduction to `channels` comes first: MobileNetV2 ends in 1280 channels, and a deconvolution
+    straight from them would cost more than the whole backbone.
+    """
 
     def __init__(self, in_channels: int, num_keypoints: int, channels: int = 256, num_layers: int = 3):
         super().__init__()
-        layers: list[nn.Module] = []
-        c = in_channels
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, channels, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+        ]
         for _ in range(num_layers):
             layers += [
-                nn.ConvTranspose2d(c, channels, 4, stride=2, padding=1, bias=False),
+                nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(channels),
                 nn.ReLU(inplace=True),
             ]
-            c = channels
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(channels, num_keypoints, 1)
         for m in self.modules():  # SimpleBaseline's init: small weights so the first heatmaps are ~0
-            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
+            if isinstance(m, nn.ConvTranspose2d):
                 nn.init.normal_(m.weight, std=0.001)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.final.weight, std=0.001)
+        nn.init.zeros_(self.final.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final(self.deconv(x))
