@@ -216,7 +216,8 @@ def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
     from llm_chat.serve import ServerThread, ServeSettings, create_app
 
     expected = _squash(_greedy(engine, "tuned-a", "hello from the browser", 40)[-1][0])
-    assert expected
+    left_want = _squash(_greedy(engine, "tiny-base", "hello from the browser", 40)[-1][0])
+    assert expected and left_want
     # Slow each decoding step down a little so the browser can watch the answer grow (the peft wrapper
     # generates through the inner model, so patch that one).
     model = engine.model.get_base_model()
@@ -255,6 +256,26 @@ def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
             assert expected in _squash(panel), (panel, expected)
             assert len(seen) >= 3, seen  # the answer appeared in pieces: it was streamed
             assert shot.stat().st_size > 10_000
+
+            # Compare tab: the same prompt answered by the base (left) and the tuned adapter (right).
+            browser.js(
+                "for (const b of document.querySelectorAll('button[role=tab]'))"
+                " if (b.innerText.trim() === 'Compare') { b.click(); return true; } return false;"
+            )
+            browser.type(browser.find("#compare-prompt textarea"), "hello from the browser")
+            browser.click(browser.find("#compare-run"))
+            outs = ("", "")
+            deadline = time.time() + 90
+            while time.time() < deadline:
+                outs = browser.js(
+                    "return Array.from(document.querySelectorAll('.compare-out textarea')).map(t => t.value);"
+                )
+                if len(outs) == 2 and _squash(outs[0]) == left_want and _squash(outs[1]) == expected:
+                    break
+                time.sleep(0.1)
+            browser.screenshot(shot.with_name("webui_compare.png"))
+            assert _squash(outs[0]) == left_want and _squash(outs[1]) == expected, outs
+            assert left_want != expected  # base and tuned really differ side by side
     finally:
         model.forward = original
 
