@@ -702,7 +702,7 @@ def test_demo_main_runs_apps_and_prints_one_table(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(demo, "APP_ORDER", ("demo-good",))
     monkeypatch.setitem(demo.DEMO_OVERRIDES, "demo-bad", {"max_steps": 13})  # the fake exits 3
     monkeypatch.setitem(demo.DEMO_OVERRIDES, "demo-slow", {"max_steps": 5, "sleep": 30})
-    monkeypatch.setitem(demo.DEMO_BUDGET_MIN, "demo-slow", 1.5 / 60)
+    monkeypatch.setitem(demo.DEMO_BUDGET_MIN, "demo-slow", 0.5 / 60)  # x3 = 1.5 s limit
     monkeypatch.setattr(demo, "SIGINT_GRACE_S", 5)
     out = tmp_path / "demo"
 
