@@ -160,6 +160,24 @@ def test_stream_matches_non_stream_and_ends_properly(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
 
 
+def test_content_parts_and_system_messages_are_accepted(server, engine):
+    msgs = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
+    ]
+    r = httpx.post(
+        server + "/v1/chat/completions",
+        json={"model": "tiny-base", "messages": msgs, "max_tokens": 3, "temperature": 0},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    want = engine.encode_chat(
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
+    )
+    assert r.json()["usage"]["prompt_tokens"] == len(want)
+
+
 def test_raw_sse_format_ends_with_done(server):
     body = {
         "model": "tuned-b",
@@ -486,8 +504,10 @@ def test_cli_tiny_config_builds_a_servable_engine(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cli_serve_streams_sse_over_curl_like_request(tmp_path):
-    """`llm-chat serve --config tiny` as a real process: stream one answer, then SIGTERM exits cleanly."""
+@pytest.mark.parametrize("command", ["serve", "webui"])
+def test_cli_serve_streams_sse_over_curl_like_request(tmp_path, command):
+    """`llm-chat serve|webui --config tiny` as a real process: stream one answer (and for webui, load the
+    page from the same port), then SIGTERM exits cleanly."""
     pytest.importorskip("llm_chat.cli")
     import signal
     import subprocess
@@ -498,7 +518,7 @@ def test_cli_serve_streams_sse_over_curl_like_request(tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llm_chat", "serve", "--config", "tiny", "--port", str(port)],
+        [sys.executable, "-m", "llm_chat", command, "--config", "tiny", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -517,6 +537,9 @@ def test_cli_serve_streams_sse_over_curl_like_request(tmp_path):
             assert r.status_code == 200
             lines = [line for line in r.iter_lines() if line]
         assert lines[-1] == "data: [DONE]" and len(lines) > 3
+        if command == "webui":
+            page = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True, timeout=60)
+            assert page.status_code == 200 and str(page.url).endswith("/ui/") and "<html" in page.text.lower()
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)

@@ -364,6 +364,10 @@ class Engine:
             ids = ids[0]
         return list(ids)
 
+    def alive(self) -> bool:
+        """Whether the worker thread is still taking requests."""
+        return self._thread.is_alive() and not self._stopping
+
     def queue_depth(self) -> int:
         return len(self._pending)
 
@@ -677,6 +681,8 @@ def create_app(engine: Engine, settings: ServeSettings | None = None):
 
     @app.get("/health")
     async def health():
+        if not engine.alive():
+            return JSONResponse({"status": "down", "reason": "generation worker stopped"}, status_code=503)
         return {
             "status": "ok",
             "queue": engine.queue_depth(),
