@@ -146,7 +146,9 @@ def test_markdown_tables_from_known_numbers():
                     "pipeline_share_of_step": 0.1,
                 }
             },
-            "serve": {"1 clients": {"requests_per_s": 2.0, "p50_s": 0.5, "p95_s": 0.9}},
+            "serve": {
+                "1 clients": {"rps": 2.0, "p50_ms": 500.0, "p95_ms": 900.0, "ttft_p50_ms": 50.0, "errors": 0}
+            },
         },
         "skipped": ["vision-det: no cli.py yet (app not built)"],
         "notes": [],

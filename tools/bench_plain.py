@@ -41,7 +41,9 @@ def _lora(lora, task_type=None):
         r=lora.lora_r,
         lora_alpha=lora.lora_alpha,
         lora_dropout=lora.lora_dropout,
-        target_modules=list(lora.lora_target_modules),
+        target_modules="all-linear"
+        if list(lora.lora_target_modules) == ["all-linear"]
+        else list(lora.lora_target_modules),
         modules_to_save=list(lora.lora_modules_to_save) or None,
         task_type=task_type,
     )
@@ -156,51 +158,53 @@ def plain_text_classifier(cfg) -> None:
 
 
 def plain_llm_chat(cfg) -> None:
-    """Plain causal-LM LoRA SFT: chat template -> input_ids, labels = input_ids, pad per batch (no packing)."""
+    """Plain causal-LM LoRA SFT: the same tokenised dialogs (assistant-only labels), padded per batch."""
     import torch
+
+    # the built-in dialogs and the tokenizer are the data; tokenising them is done once, before training
+    from llm_chat.data import load_splits, tokenize_dialogs
+    from llm_chat.model import build_tokenizer
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, Trainer, set_seed
+    from transformers import AutoConfig, AutoModelForCausalLM, Trainer, set_seed
 
     m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
     set_seed(t.seed)
-    from llm_chat import data as chat_data
-    from llm_chat.model import build_tokenizer
-
-    tok = build_tokenizer(m, getattr(m, "chat_template", None))
-    dialogs = chat_data.load_splits(d, seed=t.seed)[0]
+    tok = build_tokenizer(m, t.chat_template_path)
+    records = load_splits(d, seed=t.seed)[0]
+    ds = tokenize_dialogs(tok, records, t.max_length)
     if m.model_type:
-        from transformers import AutoConfig
-
-        config = AutoConfig.for_model(m.model_type, vocab_size=len(tok))
-        for k, v in _overrides(m.config_overrides).items():
-            setattr(config, k, v)
-        model = AutoModelForCausalLM.from_config(config)
+        config = AutoConfig.for_model(
+            m.model_type,
+            vocab_size=len(tok),
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            tie_word_embeddings=True,
+            **_overrides(m.config_overrides),
+        )
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=m.attn_implementation)
     else:
         from lora_shared.models import resolve_model_path
 
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(m.model_name_or_path), dtype="float32"
+            resolve_model_path(m.model_name_or_path),
+            dtype=torch.float32,
+            attn_implementation=m.attn_implementation,
         )
     model = get_peft_model(model, _lora(lora, "CAUSAL_LM"))
-    max_len = getattr(t, "max_length", None) or 512
-    msgs_col = "messages" if "messages" in dialogs.column_names else dialogs.column_names[0]
-
-    def tokenize(batch):
-        ids = [tok.apply_chat_template(msgs, tokenize=True)[:max_len] for msgs in batch[msgs_col]]
-        ids = [x["input_ids"] if isinstance(x, dict) else list(x) for x in ids]
-        return {"input_ids": ids}
-
-    ds = dialogs.map(tokenize, batched=True, remove_columns=dialogs.column_names)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = tok.pad_token_id
 
     def collate(rows):
         n = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), n), pad, dtype=torch.long)
+        labels = torch.full((len(rows), n), -100, dtype=torch.long)
         mask = torch.zeros((len(rows), n), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
-            mask[i, : len(r["input_ids"])] = 1
-        labels = ids.masked_fill(mask == 0, -100)
+            k = len(r["input_ids"])
+            ids[i, :k], labels[i, :k], mask[i, :k] = (
+                torch.tensor(r["input_ids"]),
+                torch.tensor(r["labels"]),
+                1,
+            )
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     trainer = Trainer(

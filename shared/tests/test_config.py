@@ -110,8 +110,18 @@ def test_split_positionals_respects_bool_and_list_flags():
 
 def test_bf16_is_honoured_on_cpu(tmp_path):
     import torch
+    from lora_shared.config import cpu_has_native_bf16
 
     (*_, train) = parse_config(TYPES, ["--bf16", "--output_dir", str(tmp_path)])
-    assert train.bf16
     if not torch.cuda.is_available():
         assert train.use_cpu  # instead of transformers' "doesn't support bf16/gpu" error
+        # a CPU without native bf16 trains in fp32: bf16 there is a slow fallback (~50x, see BENCHMARKS.md)
+        assert train.bf16 == cpu_has_native_bf16()
+    else:
+        assert train.bf16
+
+
+def test_bf16_can_be_forced_on_cpus_without_native_bf16(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORAWORKS_FORCE_BF16", "1")
+    (*_, train) = parse_config(TYPES, ["--bf16", "--output_dir", str(tmp_path)])
+    assert train.bf16

@@ -56,6 +56,15 @@ class ModelArgs:
     )
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
 @dataclass
 class LoraArgs:
     """LoRA hyper-parameters; turned into a `peft.LoraConfig` by `lora_shared.peft.build_lora_config`."""
@@ -337,4 +346,13 @@ class TrainExtras:
 
             if not torch.cuda.is_available():
                 self.use_cpu = True
+        if getattr(self, "bf16", False) and getattr(self, "use_cpu", False) and not cpu_has_native_bf16():
+            # Without AVX512-BF16/AMX, CPU bf16 matmuls take a slow fallback: measured by `make bench` on an
+            # AVX2-only EPYC at ~0.3 GFLOP/s vs ~20 fp32, so autocast would make training ~50x slower.
+            if os.environ.get("LORAWORKS_FORCE_BF16", "").lower() not in {"1", "true", "yes"}:
+                logger.warning(
+                    "bf16 requested, but this CPU has no native bf16 (AVX512-BF16/AMX): training in fp32, "
+                    "which is much faster here (set LORAWORKS_FORCE_BF16=1 to insist)"
+                )
+                self.bf16 = False
         super().__post_init__()
