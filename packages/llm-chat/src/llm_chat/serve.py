@@ -571,6 +571,8 @@ async def _read_json(request, limit: int) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ApiError(400, f"request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:  # e.g. 100k nested brackets: valid JSON in theory, a stack bomb in practice
+        raise ApiError(400, "request body is nested too deeply", code="invalid_json") from None
 
 
 def build_request(
@@ -588,7 +590,8 @@ def build_request(
             code="too_many_messages",
         )
     try:
-        body = ChatCompletionRequest.model_validate(payload)
+        # Strict: JSON types as OpenAI documents them (no "yes" for a bool, no true for an int).
+        body = ChatCompletionRequest.model_validate(payload, strict=True)
     except ValidationError as e:
         raise _validation_error(e) from None
     adapter = engine.resolve(body.model)
