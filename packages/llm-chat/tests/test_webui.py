@@ -276,6 +276,27 @@ def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
             browser.screenshot(shot.with_name("webui_compare.png"))
             assert _squash(outs[0]) == left_want and _squash(outs[1]) == expected, outs
             assert left_want != expected  # base and tuned really differ side by side
+
+            # Stop: a long answer is cut short and the engine really stops generating.
+            browser.js(
+                "for (const b of document.querySelectorAll('button[role=tab]'))"
+                " if (b.innerText.trim() === 'Chat') { b.click(); return true; } return false;"
+            )
+            _set_number(browser, "Max new tokens", "1500")
+            cancelled = engine.stats["cancelled"]
+            browser.type(browser.find("#chat-input textarea"), "a long one please")
+            browser.click(browser.find("#chat-send"))
+            deadline = time.time() + 60
+            while engine.in_flight == 0 or engine.stats["completion_tokens"] == 0:
+                assert time.time() < deadline, "generation never started"
+                time.sleep(0.05)
+            time.sleep(0.5)
+            browser.click(browser.find("#chat-stop"))
+            deadline = time.time() + 30
+            while engine.in_flight:
+                assert time.time() < deadline, "Stop did not stop the generation"
+                time.sleep(0.05)
+            assert engine.stats["cancelled"] == cancelled + 1
     finally:
         model.forward = original
 

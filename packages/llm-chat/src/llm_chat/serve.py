@@ -898,12 +898,12 @@ def tune_cpu_threads(model, small_params: int = 50_000_000) -> None:
         logger.info("small model on CPU (%.1fM params): 1 torch thread", n / 1e6)
 
 
-def _bind_check(host: str) -> None:
+def _bind_check(host: str, api_key: str | None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning(
             "binding %s exposes the model to the network%s",
             host,
-            "" if os.environ.get(API_KEY_ENV) else " (set --api_key or LLM_CHAT_API_KEY)",
+            "" if api_key else " without an API key (set --api_key or LLM_CHAT_API_KEY)",
         )
 
 
@@ -915,7 +915,7 @@ def serve(cfg) -> int:
     settings = settings_from(args)
     host = getattr(args, "host", None) or "127.0.0.1"
     port = int(getattr(args, "port", None) or 8000)
-    _bind_check(host)
+    _bind_check(host, settings.api_key)
     engine = build_engine(cfg, settings.max_queue, settings.max_batch_size)
     app = create_app(engine, settings)
     logger.info(

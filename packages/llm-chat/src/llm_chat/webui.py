@@ -373,7 +373,7 @@ def webui(cfg) -> int:
     settings = settings_from(args)
     host = getattr(args, "host", None) or "127.0.0.1"
     port = int(getattr(args, "port", None) or 8000)
-    _bind_check(host)
+    _bind_check(host, settings.api_key)
     engine = build_engine(cfg, settings.max_queue, settings.max_batch_size)
     predict_args = next((g for g in getattr(cfg, "extra", ()) if type(g).__name__ == "ChatPredictArgs"), None)
     ui_kwargs = {"max_tokens_limit": settings.max_tokens_limit}
