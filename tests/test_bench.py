@@ -127,15 +127,19 @@ def test_markdown_tables_from_known_numbers():
             "training": {
                 "llm-chat": {
                     "tiny": {
+                        "flags": ["--config", "tiny"],
                         "ours": side,
                         "plain": {**side, "step_time_s": 0.1},
                         "time_ratio": 1.0,
                         "rss_ratio": 1.0,
                     },
-                    "packing-true": {"ours": {**side, "units_per_s": 2500.0}},
-                    "packing-false": {"ours": side},
-                    "seq-128": {"ours": side},
-                    "seq-256": {"ours": {**side, "step_time_s": 0.2}},
+                    "packing-true": {
+                        "flags": ["--config", "offline", "--bf16", "true"],
+                        "ours": {**side, "units_per_s": 2500.0, "achieved_gflops": 5.0},
+                    },
+                    "packing-false": {"flags": [], "ours": side},
+                    "seq-128": {"flags": [], "ours": side},
+                    "seq-256": {"flags": [], "ours": {**side, "step_time_s": 0.2}},
                 }
             },
             "inference": {"m": {"adapter_latency_s": 0.02, "merged_latency_s": 0.01, "merged_speedup": 2.0}},
@@ -169,4 +173,6 @@ def test_markdown_tables_from_known_numbers():
     assert "**2.50x** (met)" in md  # packing 2500 / 1000 tokens/s
     assert "| llm-chat | seq-256 | 0.2000 | 2.00x |" in md
     assert "20.0%" in md  # 2 GFLOP/s of the 10 GFLOP/s fp32 peak
+    # llm-chat's offline packed bf16 run: 2e6 FLOP/token x 2500 tokens/s = 5 GFLOP/s of the 4 GFLOP/s bf16 peak
+    assert "| llm-chat | offline, packed | bf16 |" in md and "**125.0%** (met)" in md
     assert "- vision-det: no cli.py yet" in md

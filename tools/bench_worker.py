@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import resource
 import sys
 import time
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for flags in flag_sets or [[]]:
         n = len(probes)
+        # a bf16 run measures bf16 even where the apps would fall back to fp32 (CPUs without native bf16)
+        if "--bf16" in flags and flags[flags.index("--bf16") + 1 :][:1] == ["true"]:
+            os.environ["LORAWORKS_FORCE_BF16"] = "1"
+        else:
+            os.environ.pop("LORAWORKS_FORCE_BF16", None)
         (run_ours if a.mode == "ours" else run_plain)(a.app, flags)
         if len(probes) == n:
             raise SystemExit("no Trainer was built: nothing measured")
