@@ -141,16 +141,32 @@ def supported_flags(help_text: str) -> set[str]:
     return set(re.findall(r"--([A-Za-z0-9_]+)", help_text))
 
 
-def override_args(overrides: dict[str, object], flags: set[str], scale: float = 1.0) -> list[str]:
-    """CLI arguments for the overrides the app supports; step/sample counts scaled by `scale`."""
+def override_args(
+    overrides: dict[str, object], flags: set[str], scale: float = 1.0, config: dict | None = None
+) -> list[str]:
+    """CLI arguments for the overrides the app supports; `max_*` caps are scaled by `scale` and never
+    raise a smaller cap the app's own offline config already sets (`config`: that YAML's keys)."""
     args: list[str] = []
     for key, value in overrides.items():
         if key not in flags:
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and key.startswith(("max_steps", "max_")):
+        if isinstance(value, int) and not isinstance(value, bool) and key.startswith("max_"):
             value = max(1, math.ceil(value * scale))
+            own = (config or {}).get(key)
+            if isinstance(own, int) and 0 < own <= value:
+                continue  # the config's own cap is already tighter
         args += [f"--{key}", str(value)]
     return args
+
+
+def read_yaml(path: Path | None) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) if path else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], []
     for i, app in enumerate(runnable, 1):
         run_dir = args.output_dir / app.name
-        extra = override_args(app.overrides, supported_flags(verb_help(app.module)), args.budget_scale)
+        own = read_yaml(offline_config_path(app.module))
+        extra = override_args(app.overrides, supported_flags(verb_help(app.module)), args.budget_scale, own)
         cmd = [
             sys.executable,
             "-m",
