@@ -647,7 +647,7 @@ def _fake_app(packages: Path, name: str, offline: bool = True, cli: bool = True)
         (src / "cli.py").write_text("")
         (src / "__main__.py").write_text(FAKE_CLI)
     if offline:
-        (src / "configs" / "offline.yaml").write_text("max_steps: 5\n")
+        (src / "configs" / "offline.yaml").write_text("num_train_epochs: 2\n")
 
 
 def test_demo_headline_metric_per_app():
