@@ -297,6 +297,22 @@ def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
                 assert time.time() < deadline, "Stop did not stop the generation"
                 time.sleep(0.05)
             assert engine.stats["cancelled"] == cancelled + 1
+
+            # System tab: device and memory panel, refreshed on demand.
+            browser.js(
+                "for (const b of document.querySelectorAll('button[role=tab]'))"
+                " if (b.innerText.trim() === 'System') { b.click(); return true; } return false;"
+            )
+            browser.click(browser.find("#system-refresh"))
+            info = ""
+            deadline = time.time() + 30
+            while time.time() < deadline and "served_cancelled" not in info:
+                info = browser.js(
+                    "const e = document.querySelector('#system-info'); return e ? e.innerText : '';"
+                )
+                time.sleep(0.1)
+            browser.screenshot(shot.with_name("webui_system.png"))
+            assert "process_rss_mb" in info and "cpu" in info and "tuned-a" in info, info
     finally:
         model.forward = original
 

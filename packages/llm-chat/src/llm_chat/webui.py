@@ -144,7 +144,7 @@ def system_info(engine: Engine) -> dict[str, Any]:
 
 def _info_markdown(info: dict[str, Any]) -> str:
     rows = "\n".join(f"| {k} | {', '.join(v) if isinstance(v, list) else v} |" for k, v in info.items())
-    return "| | |\n|---|---|\n" + rows
+    return "| | value |\n|---|---|\n" + rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def build_ui(
                         right_stats = gr.Markdown("")
                 with gr.Tab("System"):
                     sys_md = gr.Markdown(_info_markdown(system_info(engine)), elem_id="system-info")
-                    refresh = gr.Button("Refresh")
+                    refresh = gr.Button("Refresh", elem_id="system-refresh")
 
         cancel_state = gr.State(None)  # the running chat generation's cancel Event (per browser session)
 
