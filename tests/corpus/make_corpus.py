@@ -76,7 +76,7 @@ def _img(mode: str, size: tuple[int, int], seed: int = 0):
     rgb = Image.fromarray(arr)
     if mode == "I;16":
         grey = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257  # the full 16-bit range
-        return Image.fromarray(grey, mode="I;16")
+        return Image.fromarray(grey)  # uint16 -> mode I;16
     if mode == "RGBA":
         img = rgb.convert("RGBA")
         img.putalpha(Image.fromarray(np.where(arr[..., 0] > 128, 255, 60).astype(np.uint8)))
@@ -564,13 +564,21 @@ def coco_det(d: Path) -> dict:
 
 
 def _coco_cases(app: str, d: Path, base: dict, tiny: list[str], bad: dict[str, tuple[Callable, list[str]]]):
+    """One COCO file per entry of `bad`: the base set with one record broken. The error must name the
+    JSON (or, when the match list names an image file, that image) and the cause."""
     cases = []
     for name, (edit, match) in bad.items():
         obj = json.loads(json.dumps(base))
         edit(obj)
         path = write_json(d / f"{name}.json", obj)
+        names_image = any(m.endswith((".png", ".jpg")) for m in match)
         cases.append(
-            Case(app, name, ["train", "--dataset", str(path), *tiny], match=[f"{name}.json", *match])
+            Case(
+                app,
+                name,
+                ["train", "--dataset", str(path), *tiny],
+                match=match if names_image else [path.name, *match],
+            )
         )
     return cases
 
@@ -608,13 +616,19 @@ def vision_det_cases(root: Path) -> list[Case]:
         obj["images"].append(dict(obj["images"][0]))
 
     bad = {
-        "negative-box": (_set(["annotations", 1, "bbox"], [10.0, 5.0, -4.0, 8.0]), ["bbox"]),
-        "box-outside-image": (_set(["annotations", 0, "bbox"], [60.0, 40.0, 30.0, 30.0]), ["bbox"]),
+        "negative-box": (
+            _set(["annotations", 1, "bbox"], [10.0, 5.0, -4.0, 8.0]),
+            ["annotations[1]", "non-positive"],
+        ),
+        "box-outside-image": (
+            _set(["annotations", 0, "bbox"], [60.0, 40.0, 30.0, 30.0]),
+            ["annotations[0]", "outside"],
+        ),
         "unknown-category-id": (_set(["annotations", 2, "category_id"], 7), ["category"]),
         "duplicate-image-id": (dup_image, ["duplicate"]),
         "missing-images-key": (drop("images"), ["images"]),
         "image-path-traversal": (lambda o: add_image(o, "../../../../../../etc/passwd"), ["escapes"]),
-        "truncated-image": (lambda o: add_image(o, "images/cut.png"), ["cut.png"]),
+        "truncated-image": (lambda o: add_image(o, "images/cut.png"), ["cut.png", "corrupt"]),
         "missing-image-file": (lambda o: add_image(o, "images/nope.png"), ["nope.png"]),
     }
     cases = _coco_cases(app, d, base, tiny, bad)
@@ -678,6 +692,7 @@ def vision_pose_cases(root: Path) -> list[Case]:
     d = root / app
     tiny = ["--config", "tiny", "--output_dir", "{out}"]
     base = coco_pose(d)
+    write_truncated(d / "images" / "cut.png", "PNG", (48, 64))
     bad = {
         "keypoints-wrong-length": (_set(["annotations", 1, "keypoints"], [10.0, 12.0, 2] * 4), ["keypoint"]),
         "keypoints-outside-image": (
@@ -691,6 +706,7 @@ def vision_pose_cases(root: Path) -> list[Case]:
             ["escapes"],
         ),
         "missing-image-file": (_set(["images", 2, "file_name"], "images/nope.png"), ["nope.png"]),
+        "truncated-image": (_set(["images", 1, "file_name"], "images/cut.png"), ["cut.png", "corrupt"]),
     }
     cases = _coco_cases(app, d, base, tiny, bad)
     cases += config_cases(app, root, ["--output_dir", "{out}"])
@@ -729,7 +745,7 @@ def llm_chat_cases(root: Path) -> list[Case]:
         bad_row(
             "wrong-role",
             3,
-            {"messages": [{"role": "customer", "content": "你好"}, {"role": "assistant", "content": "您好"}]},
+            {"messages": [{"role": "robot", "content": "你好"}, {"role": "assistant", "content": "您好"}]},
             ["role"],
         ),
         bad_row(
@@ -779,6 +795,7 @@ def llm_chat_cases(root: Path) -> list[Case]:
         )
     )
     cases += config_cases(app, root, ["--output_dir", "{out}"])
+    cases += adapter_cases(app, ["您好，我的订单什么时候发货？"])
     return cases
 
 
@@ -791,6 +808,20 @@ BUILDERS: dict[str, Callable[[Path], list[Case]]] = {
 }
 
 
+# Cases an app does not pass yet, with the fix it needs (see the issue-10 report). Delete an entry once
+# its fix lands: the case then counts as passed (an unexpected pass is reported, not an error).
+KNOWN_GAPS = {
+    "llm-chat:mixed-encodings": "llm_chat.data._iter_json_records reads with read_text(): a non-UTF-8 "
+    "line is a UnicodeDecodeError traceback; decode bytes and raise DataError(file:line)",
+    "llm-chat:adapter-weights-truncated": "llm_chat.model.attach_adapters must call "
+    "lora_shared.runs.check_adapter_dir(path) before PeftModel.from_pretrained",
+    "llm-chat:adapter-config-corrupt": "llm_chat.model.attach_adapters must call "
+    "lora_shared.runs.check_adapter_dir(path) (the error blames 'another model' today)",
+    "vision-pose:truncated-image": "vision_pose.data._check_image_entry must fully decode each image "
+    "(lora_shared.images.open_image) up front; today a corrupt image fails after the adapter is saved",
+}
+
+
 def build(root: str | Path, apps: list[str] | None = None) -> list[Case]:
     """Write the corpus files under `root` and return its cases (all apps, or `apps`)."""
     root = Path(root)
@@ -798,6 +829,8 @@ def build(root: str | Path, apps: list[str] | None = None) -> list[Case]:
     for app, builder in BUILDERS.items():
         if apps is None or app in apps:
             cases += builder(root)
+    for case in cases:
+        case.xfail = case.xfail or KNOWN_GAPS.get(case.id)
     return cases
 
 

@@ -32,10 +32,11 @@ def _load_corpus_module():
 
 corpus = _load_corpus_module()
 
-# How each app makes a tiny trained run for the adapter cases, and a second run on a base of another width.
+# How each app makes a tiny trained run for the adapter cases, and a second run on a base of another width
+# (1 step on a handful of samples: the cases need a real run directory, not a trained model).
 RUNS = {
     "vision-cls": {
-        "train": ["--config", "tiny", "--max_steps", "1"],
+        "train": ["--config", "tiny", "--max_steps", "1", "--demo_images_per_class", "4"],
         "other": [
             "--config_overrides",
             "hidden_size=48,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,image_size=32,patch_size=8",
@@ -57,9 +58,48 @@ RUNS = {
             "hidden_size=48,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,max_position_embeddings=128",
         ],
     },
-    "vision-det": {"train": ["--config", "tiny", "--max_steps", "1"], "other": None},
-    "vision-pose": {"train": ["--config", "tiny", "--max_steps", "1"], "other": None},
-    "llm-chat": {"train": ["--config", "tiny", "--max_steps", "1"], "other": None},
+    "vision-det": {
+        "train": [
+            "--config",
+            "tiny",
+            "--max_steps",
+            "1",
+            "--shapes_train_images",
+            "4",
+            "--shapes_val_images",
+            "2",
+        ],
+        "other": [
+            "--config_overrides",
+            "d_model=48,encoder_layers=1,decoder_layers=1,encoder_attention_heads=2,decoder_attention_heads=2,"
+            "encoder_ffn_dim=64,decoder_ffn_dim=64,num_queries=10",
+        ],
+    },
+    "vision-pose": {
+        "train": ["--config", "tiny", "--max_steps", "1", "--figures_train", "4", "--figures_val", "2"],
+        "other": [
+            "--config_overrides",
+            "hidden_size=48,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,image_size=[64,48],"
+            "patch_size=[8,8],out_indices=[2]",
+        ],
+    },
+    "llm-chat": {
+        "train": [
+            "--config",
+            "tiny",
+            "--max_steps",
+            "1",
+            "--max_train_samples",
+            "4",
+            "--max_eval_samples",
+            "2",
+        ],
+        "other": [
+            "--config_overrides",
+            "hidden_size=48,intermediate_size=64,num_hidden_layers=2,num_attention_heads=4,num_key_value_heads=2,"
+            "max_position_embeddings=2048",
+        ],
+    },
 }
 
 # A log line from lora_shared.cli.setup_logging ("07:30:19 INFO name: msg"); anything else on stderr
@@ -155,6 +195,8 @@ def test_corpus_case(case_id, tmp_path, tmp_path_factory, capsys):
         return
 
     assert rc == 2, f"{case_id}: expected exit 2, got {rc}:\n{err[-3000:]}"
+    if case.command == "predict":
+        assert not out.strip(), f"{case_id}: predictions were printed before the error:\n{out[:500]}"
     prefix = f"{app} {case.command}: error:"
     errors = [line for line in err.splitlines() if line.startswith(prefix)]
     assert len(errors) == 1, f"{case_id}: expected one '{prefix}' line, stderr was:\n{err[-3000:]}"
