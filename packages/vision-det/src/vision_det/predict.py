@@ -99,6 +99,9 @@ def predict(cfg, inputs: list[str]) -> int:
     from lora_shared.models import pick_device
     from tqdm.auto import tqdm
 
+    from .train import set_cpu_threads
+
+    set_cpu_threads(cfg.train)
     paths = collect_inputs(inputs)
     images = [load_image(p) for p in paths]  # all decoded first: a bad file fails before any output
     model, labels, processor = load_trained(cfg)

@@ -24,6 +24,14 @@ from .model import LABELS_FILE, build_model, build_processor, load_trained
 logger = logging.getLogger(__name__)
 
 
+def set_cpu_threads(args) -> None:
+    """Apply --cpu_threads (see its help: a shared CPU runs faster with fewer threads)."""
+    if getattr(args, "cpu_threads", None):
+        import torch
+
+        torch.set_num_threads(args.cpu_threads)
+
+
 def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, COCO metrics and curves."""
     from transformers import Trainer
@@ -31,6 +39,7 @@ def train(cfg) -> dict[str, float]:
     # ---- 1. Setup: seed, output dir, resolved config
     args = cfg.train
     seed_everything(args.seed)
+    set_cpu_threads(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
@@ -84,6 +93,7 @@ def evaluate(cfg) -> dict[str, float]:
     from transformers import Trainer
 
     seed_everything(cfg.train.seed)
+    set_cpu_threads(cfg.train)
     model, labels, processor = load_trained(cfg)
     train_ds, eval_ds, categories = load_splits(cfg.data, seed=cfg.train.seed)
     ds = train_ds if cfg.data.eval_split == "train" else eval_ds
