@@ -551,3 +551,25 @@ def test_cli_serve_streams_sse_over_curl_like_request(tmp_path, command):
     # uvicorn shuts down gracefully, then re-raises the signal it caught (so -15 is the normal exit).
     assert code in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in (tmp_path / "serve.log").read_text()
+
+
+def test_close_cancels_the_running_batch_and_fails_waiting_jobs():
+    from llm_chat.serve import Engine, GenRequest, QueueFull
+
+    model, tok = build_tiny_chat_model(adapters=())
+    eng = Engine(model, tok, base_name="m")
+    prompt = eng.encode_chat([{"role": "user", "content": "x"}])
+    events: list = []
+    running = eng.submit(GenRequest(prompt, None, 1500, temperature=0.0), events.append)
+    deadline = time.time() + 30
+    while eng.in_flight == 0:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    waiting = eng.submit(GenRequest(prompt, None, 5, temperature=0.0, top_p=0.5), events.append)
+    t0 = time.time()
+    eng.close()
+    assert time.time() - t0 < 10 and not eng.alive()
+    assert running.cancel.is_set() and running.generated < 1500
+    assert ("error", "server is shutting down") in events and waiting.generated == 0
+    with pytest.raises(QueueFull):
+        eng.submit(GenRequest(prompt, None, 5), events.append)

@@ -328,6 +328,7 @@ class Engine:
         self._cv = threading.Condition()
         self._stopping = False
         self._active_adapter: str | None = None
+        self._running: list[Job] = []  # the batch being generated (close() cancels it)
         self.in_flight = 0
         self.stats = {"requests": 0, "completion_tokens": 0, "batches": 0, "max_batch": 0, "cancelled": 0}
         self.started = time.time()
@@ -406,6 +407,8 @@ class Engine:
             dropped = list(self._pending)
             self._pending.clear()
             self._cv.notify_all()
+        for job in self._running:
+            job.cancel.set()
         for job in dropped:
             job.send(("error", "server is shutting down"))
         self._thread.join(timeout)
@@ -425,7 +428,7 @@ class Engine:
                 if job.req.batch_key() == key and job.req.seed is None:
                     self._pending.remove(job)
                     batch.append(job)
-            self.in_flight = len(batch)
+            self.in_flight, self._running = len(batch), batch
             return batch
 
     def _worker(self) -> None:
@@ -442,7 +445,7 @@ class Engine:
                 for job in batch:
                     job.send(("error", f"generation failed: {type(e).__name__}: {e}"))
             finally:
-                self.in_flight = 0
+                self.in_flight, self._running = 0, []
 
     def _skip_cancelled(self, job: Job) -> bool:
         if job.cancel.is_set():  # the client left while queued
