@@ -669,6 +669,8 @@ def test_demo_overrides_only_pass_flags_the_app_has():
     assert {"max_steps", "output_dir"} <= flags
     args = demo.override_args({"max_steps": 40, "max_eval_samples": 50, "learning_rate": 1e-3}, flags, 1.5)
     assert args == ["--max_steps", "60"]
+    # Real apps: flags come from their config dataclasses (no subprocess).
+    assert {"max_steps", "max_eval_samples", "image_size", "output_dir"} <= demo.app_flags("vision_cls")
     # A tighter cap in the app's own offline config wins; a looser one is overridden.
     assert demo.override_args({"max_steps": 40}, flags, 1.0, {"max_steps": 25}) == []
     assert demo.override_args({"max_steps": 40}, flags, 1.0, {"max_steps": 500}) == ["--max_steps", "40"]

@@ -174,6 +174,22 @@ def read_yaml(path: Path | None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def app_flags(module: str, verb: str = "train") -> set[str]:
+    """Flags `<app> <verb>` accepts: the fields of the app's config dataclasses (CONFIG_TYPES, plus
+    PREDICT_TYPES for other verbs), read in-process; else parsed from `<app> <verb> --help` (a
+    subprocess that costs a full torch import)."""
+    import dataclasses
+
+    try:
+        config = importlib.import_module(f"{module}.config")
+        types = list(config.CONFIG_TYPES) + (
+            list(getattr(config, "PREDICT_TYPES", ())) if verb != "train" else []
+        )
+        return {f.name for t in types for f in dataclasses.fields(t)}
+    except Exception:  # noqa: BLE001 - any app that does not follow the convention: ask its CLI
+        return supported_flags(verb_help(module, verb))
+
+
 def verb_help(module: str, verb: str = "train") -> str:
     proc = subprocess.run(
         [sys.executable, "-m", module, verb, "--help"], capture_output=True, text=True, timeout=300
@@ -295,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", type=Path, default=ROOT / "outputs" / "demo", help="run dirs + summary")
     p.add_argument("--skip_models", action="store_true", help="don't run `make models` first")
     p.add_argument(
+        "--dry_run", action="store_true", help="print which apps would run, with which command, and stop"
+    )
+    p.add_argument(
         "--budget_scale",
         type=float,
         default=1.0,
@@ -310,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
 
     # 1. Offline models (idempotent: a second run downloads and converts nothing).
-    if not args.skip_models:
+    if not args.skip_models and not args.dry_run:
         print("=== make models (idempotent: up-to-date models are reused)", flush=True)
         if subprocess.call([sys.executable, str(ROOT / "tools" / "make_models.py")]) != 0:
             print("demo: `make models` failed; see above", file=sys.stderr)
@@ -338,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, app in enumerate(runnable, 1):
         run_dir = args.output_dir / app.name
         own = read_yaml(offline_config_path(app.module))
-        extra = override_args(app.overrides, supported_flags(verb_help(app.module)), args.budget_scale, own)
+        extra = override_args(app.overrides, app_flags(app.module), args.budget_scale, own)
         cmd = [
             sys.executable,
             "-m",
@@ -356,14 +375,14 @@ def main(argv: list[str] | None = None) -> int:
             f"\n=== [{i}/{len(runnable)}] {app.name} (plan {plan_s / 60:.1f} min): {' '.join(cmd[2:])}",
             flush=True,
         )
+        if args.dry_run:
+            continue
         for stale in ("metrics.json", "eval_metrics.json"):  # never report a previous run's numbers
             (run_dir / stale).unlink(missing_ok=True)
         log = args.output_dir / f"{app.name}.log"
         code, minutes, timed_out = run_streaming(cmd, log, limit_s)
         if code == 0 and (run_dir / "metrics.json").is_file() and app.name in DEMO_EVAL:
-            eval_extra = override_args(
-                DEMO_EVAL[app.name], supported_flags(verb_help(app.module, "eval")), args.budget_scale
-            )
+            eval_extra = override_args(DEMO_EVAL[app.name], app_flags(app.module, "eval"), args.budget_scale)
             eval_cmd = [sys.executable, "-m", app.module, "eval", "--adapter_dir", str(run_dir), *eval_extra]
             left_s = max(limit_s - minutes * 60, 60.0)
             print(f"\n=== {app.name} eval: {' '.join(eval_cmd[2:])}", flush=True)
@@ -382,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         failed.append(app.name)
         rows.append(failed_row(app.name, minutes, why))
+
+    if args.dry_run:
+        return 0
 
     # 4. One summary table (also written to summary.md / summary.json).
     total = (time.perf_counter() - t_start) / 60
