@@ -490,8 +490,9 @@ class Engine:
             "stopping_criteria": StoppingCriteriaList([_make_criteria(rows, width)]),
         }
         if sampling:
-            # OpenAI semantics: temperature + nucleus only; no top-k unless the model's config insists.
-            kwargs.update(temperature=req0.temperature, top_p=req0.top_p, top_k=None)
+            # OpenAI semantics: temperature + nucleus only. top_k=0 turns top-k off (None would mean
+            # transformers' default of 50).
+            kwargs.update(temperature=req0.temperature, top_p=req0.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if req0.seed is not None:
