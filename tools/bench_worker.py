@@ -31,14 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 class Probe:
     """What one training run measured."""
 
-    def __init__(self, count_flops: bool):
+    def __init__(self, count_flops: bool, profile: bool = False):
         self.count_flops = count_flops
+        self.profile = profile  # profile the last step (then dropped from the timings)
+        self.profile_rows: list[dict] | None = None
+        self._prof = None
         self.stamps: list[float] = []
         self.tokens: list[int] = []  # real tokens per optimizer step
         self.samples: list[int] = []
+        self.slots: list[int] = []  # token positions computed (real + padding)
         self.flops_first_step: float | None = None
         self.rss_train_mb: float | None = None
-        self._tok = self._smp = 0
+        self._tok = self._smp = self._slots = 0
         self._flop_mode = None
 
     # ---- forward pre-hook: count what the model really sees in training
@@ -49,6 +53,8 @@ class Probe:
         pos = kwargs.get("position_ids")
         if ids is None and args and hasattr(args[0], "shape"):
             ids = args[0]
+        if ids is not None and hasattr(ids, "numel") and not ids.dtype.is_floating_point:
+            self._slots += int(ids.numel())
         if mask is not None and hasattr(mask, "sum") and mask.dim() == 2:
             self._tok += int(mask.sum())
             self._smp += int(mask.shape[0])
@@ -73,6 +79,11 @@ class Probe:
                 probe.stamps.append(time.perf_counter())
 
             def on_step_begin(self, args, state, control, **kw):
+                if probe.profile and state.global_step == state.max_steps - 1:
+                    from torch.profiler import ProfilerActivity, profile
+
+                    probe._prof = profile(activities=[ProfilerActivity.CPU])
+                    probe._prof.__enter__()
                 if probe.count_flops and state.global_step == 0 and probe._flop_mode is None:
                     from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,13 +91,19 @@ class Probe:
                     probe._flop_mode.__enter__()
 
             def on_step_end(self, args, state, control, **kw):
+                if probe._prof is not None:
+                    probe._prof.__exit__(None, None, None)
+                    probe.profile_rows = profile_rows(probe._prof)
+                    probe._prof = None
+                    return  # a profiled step is slower: not timed
                 if probe._flop_mode is not None and probe.flops_first_step is None:
                     probe._flop_mode.__exit__(None, None, None)
                     probe.flops_first_step = float(probe._flop_mode.get_total_flops())
                 probe.stamps.append(time.perf_counter())
                 probe.tokens.append(probe._tok)
                 probe.samples.append(probe._smp)
-                probe._tok = probe._smp = 0
+                probe.slots.append(probe._slots)
+                probe._tok = probe._smp = probe._slots = 0
 
             def on_train_end(self, args, state, control, **kw):
                 probe.rss_train_mb = peak_rss_mb()
@@ -99,23 +116,41 @@ class Probe:
             "step_times": steps,
             "tokens": self.tokens,
             "samples": self.samples,
+            "slots": self.slots,
             "flops_first_step": self.flops_first_step,
             "rss_train_mb": self.rss_train_mb,
+            "profile": self.profile_rows,
         }
+
+
+def profile_rows(prof, top: int = 10) -> list[dict]:
+    """Top ops by self CPU time of one profiled step, with their share of the step's total."""
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [
+        {
+            "op": e.key,
+            "self_ms": e.self_cpu_time_total / 1e3,
+            "share": e.self_cpu_time_total / total,
+            "calls": e.count,
+        }
+        for e in events[:top]
+    ] + [{"op": "(all ops)", "self_ms": total / 1e3, "share": 1.0, "calls": sum(e.count for e in events)}]
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def install(probes: list[Probe], count_flops: bool) -> None:
+def install(probes: list[Probe], count_flops: bool, profile: list[bool]) -> None:
     """Patch Trainer.__init__ so every Trainer built from now on is instrumented by a fresh Probe."""
     import transformers
 
     orig = transformers.Trainer.__init__
 
     def __init__(self, *args, **kwargs):
-        probe = Probe(count_flops)
+        probe = Probe(count_flops, profile[0])
         probes.append(probe)
         cbs = list(kwargs.get("callbacks") or [])
         kwargs["callbacks"] = [*cbs, probe.callback()]
@@ -160,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.WARNING)  # the bench reads numbers, not logs; errors still raise
     probes: list[Probe] = []
-    install(probes, a.flops)
+    profile = [False]  # set per flag set: `--bench_profile` is ours, not the app's
+    install(probes, a.flops, profile)
     t0 = time.perf_counter()
     runs = []
     for flags in flag_sets or [[]]:
         n = len(probes)
+        profile[0] = "--bench_profile" in flags
+        flags = [f for f in flags if f != "--bench_profile"]
         # a bf16 run measures bf16 even where the apps would fall back to fp32 (CPUs without native bf16)
         if "--bf16" in flags and flags[flags.index("--bf16") + 1 :][:1] == ["true"]:
             os.environ["LORAWORKS_FORCE_BF16"] = "1"
