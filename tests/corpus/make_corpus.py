@@ -641,14 +641,29 @@ def vision_det_cases(root: Path) -> list[Case]:
         )
     )
     # Odd image modes inside a COCO set: must train.
+    # Odd image modes inside a COCO set must train; 4 images, half held out (2 eval images).
     odd = json.loads(json.dumps(base))
+    write_image(d / "images" / "gray.png", "L", (64, 48), 6)
+    odd["images"].append({"id": 4, "file_name": "images/gray.png", "width": 64, "height": 48})
+    odd["annotations"].append({**odd["annotations"][0], "id": 4, "image_id": 4})
     for k, name in enumerate(["cmyk.jpg", "gray16.png", "rgba.png"]):
         odd["images"][k]["file_name"] = f"images/{name}"
+    odd_json = str(write_json(d / "odd_modes.json", odd))
     cases.append(
         Case(
             app,
             "train-on-odd-image-modes",
-            ["train", "--dataset", str(write_json(d / "odd_modes.json", odd)), *tiny, "--max_steps", "1"],
+            ["train", "--dataset", odd_json, *tiny, "--max_steps", "1", "--val_fraction", "0.5"],
+            expect="ok",
+            slow=True,
+        )
+    )
+    # A tiny set whose held-out split is a single image: valid, must train and evaluate.
+    cases.append(
+        Case(
+            app,
+            "single-image-eval-split",
+            ["train", "--dataset", str(write_json(d / "three_images.json", base)), *tiny, "--max_steps", "1"],
             expect="ok",
             slow=True,
         )
@@ -817,6 +832,8 @@ KNOWN_GAPS = {
     "lora_shared.runs.check_adapter_dir(path) before PeftModel.from_pretrained",
     "llm-chat:adapter-config-corrupt": "llm_chat.model.attach_adapters must call "
     "lora_shared.runs.check_adapter_dir(path) (the error blames 'another model' today)",
+    "vision-det:single-image-eval-split": "vision_det.metrics.labels_to_ground_truth: with one eval "
+    "image, orig_size arrives with one value (ValueError: not enough values to unpack), a traceback",
     "vision-pose:truncated-image": "vision_pose.data._check_image_entry must fully decode each image "
     "(lora_shared.images.open_image) up front; today a corrupt image fails after the adapter is saved",
 }
