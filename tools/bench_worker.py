@@ -212,9 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(probes) == n:
             raise SystemExit("no Trainer was built: nothing measured")
         runs.append(probes[n].as_dict())  # the first Trainer of the run is the training one
-    out = {"runs": runs, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t0}
-    out["threads"] = torch.get_num_threads()
-    Path(a.result).write_text(json.dumps(out))
+        # written after every run, so a run killed by the bench's timeout keeps the finished ones
+        out = {"runs": runs, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t0}
+        out["threads"] = torch.get_num_threads()
+        tmp = Path(a.result).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(a.result)
     return 0
 
 
