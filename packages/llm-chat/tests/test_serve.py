@@ -246,6 +246,36 @@ def test_concurrent_requests_do_not_corrupt_each_other(client, engine):
     assert engine.stats["batches"] - batches_before < len(cases)  # some requests shared a batch
 
 
+def test_greedy_and_sampled_requests_share_a_batch(engine):
+    """Rows keep their own temperature/top-p: greedy rows in a sampled batch still give the greedy answer."""
+    from llm_chat.serve import GenRequest
+
+    _wait_idle(engine)
+    prompts = [engine.encode_chat([{"role": "user", "content": f"row {i}"}]) for i in range(6)]
+
+    def text(events):
+        return "".join(e[1] for e in events if e[0] == "delta")
+
+    greedy_alone = [
+        text(list(engine.stream(GenRequest(p, "tuned-a", 8, temperature=0.0)))) for p in prompts[:3]
+    ]
+    events: list[list] = [[] for _ in prompts]
+    blocker = engine.submit(_long_request(engine, "tuned-b"), lambda ev: None)  # holds the worker
+    deadline = time.time() + 30
+    while blocker.generated == 0:  # its generate() is running (and counted)
+        assert time.time() < deadline
+        time.sleep(0.01)
+    batches = engine.stats["batches"]
+    for i, p in enumerate(prompts):
+        temp, top_p = (0.0, 1.0) if i < 3 else (1.3, 0.7)
+        engine.submit(GenRequest(p, "tuned-a", 8, temperature=temp, top_p=top_p), events[i].append)
+    blocker.cancel.set()
+    _wait_idle(engine)
+    assert engine.stats["batches"] == batches + 1  # all six rows ran in one generate call
+    assert [text(e) for e in events[:3]] == greedy_alone
+    assert all(e[-1][0] == "end" and e[-1][2]["completion_tokens"] == 8 for e in events)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Errors: always 4xx with an OpenAI-style body, never a 500
 # ------------------------------------------------------------------------------------------------------------

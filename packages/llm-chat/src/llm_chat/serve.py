@@ -186,9 +186,9 @@ class GenRequest:
     seed: int | None = None
 
     def batch_key(self) -> tuple:
-        # Rows of one `generate` call share adapter and sampling settings; a seeded request runs alone
-        # so its seed means something.
-        return (self.adapter, self.temperature, self.top_p, self.seed if self.seed is not None else "*")
+        # Rows of one `generate` call share the adapter (temperature/top_p are applied per row); a seeded
+        # request runs alone so its seed means something.
+        return (self.adapter, self.seed if self.seed is not None else "*")
 
 
 @dataclass
@@ -300,6 +300,32 @@ def _make_criteria(rows: list[_RowState], prompt_len: int):
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return RowCriteria()
+
+
+def _row_sampling(reqs: list[GenRequest]):
+    """A LogitsProcessor applying each row's own temperature and top-p (greedy rows keep only their argmax),
+    so requests with different sampling settings share one batch. Mirrors transformers' TopPLogitsWarper."""
+    import torch
+    from transformers import LogitsProcessor
+
+    temps = torch.tensor([[r.temperature if r.temperature > 0 else 1.0] for r in reqs])
+    top_ps = torch.tensor([[r.top_p] for r in reqs])
+    greedy = torch.tensor([[r.temperature <= 0] for r in reqs])
+
+    class RowSampling(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            dev = scores.device
+            scores = scores / temps.to(dev, scores.dtype)
+            sorted_scores, order = torch.sort(scores, descending=False)
+            cum = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+            drop_sorted = cum <= (1 - top_ps.to(dev, cum.dtype))
+            drop_sorted[:, -1] = False  # always keep the most likely token
+            drop = drop_sorted.scatter(1, order, drop_sorted)
+            scores = scores.masked_fill(drop, -float("inf"))
+            best = torch.full_like(scores, -float("inf")).scatter(1, scores.argmax(dim=-1, keepdim=True), 0.0)
+            return torch.where(greedy.to(dev), best, scores)
+
+    return RowSampling()
 
 
 class Engine:
@@ -469,7 +495,7 @@ class Engine:
 
     def _generate(self, batch: list[Job]) -> None:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         req0 = batch[0].req
         width = max(len(j.req.prompt_ids) for j in batch)
@@ -481,7 +507,7 @@ class Engine:
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             attention[i, width - len(ids) :] = 1
         rows = [_RowState(job, self.tokenizer, self.eos_ids) for job in batch]
-        sampling = req0.temperature > 0
+        sampling = any(j.req.temperature > 0 for j in batch)
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(j.req.max_tokens for j in batch),
             "do_sample": sampling,
@@ -490,9 +516,14 @@ class Engine:
             "stopping_criteria": StoppingCriteriaList([_make_criteria(rows, width)]),
         }
         if sampling:
-            # OpenAI semantics: temperature + nucleus only. top_k=0 turns top-k off (None would mean
-            # transformers' default of 50).
-            kwargs.update(temperature=req0.temperature, top_p=req0.top_p, top_k=0)
+            # OpenAI semantics: per-row temperature + nucleus (RowSampling), nothing else. top_k=0 turns
+            # top-k off (None would mean transformers' default of 50).
+            kwargs.update(
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                logits_processor=LogitsProcessorList([_row_sampling([j.req for j in batch])]),
+            )
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if req0.seed is not None:
