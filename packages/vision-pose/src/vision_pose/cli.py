@@ -2,7 +2,7 @@
 
 vision-pose train --config tiny --output_dir /tmp/p
 vision-pose predict --adapter_dir /tmp/p person.png photos/ annotations.json
-vision-pose make-data --data_dir data/figures
+vision-pose make-data --data_dir outputs/figures
 """
 
 from __future__ import annotations

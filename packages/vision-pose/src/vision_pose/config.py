@@ -145,7 +145,7 @@ class PoseMakeDataArgs:
     """Options of `make-data` (sizes and seed come from --figures_* / --figure_size / --seed)."""
 
     data_dir: str = field(
-        default="data/figures",
+        default="outputs/figures",
         metadata={"help": "Output dir: train.json, val.json, images/{train,val}/*.png."},
     )
 
