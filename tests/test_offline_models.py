@@ -664,6 +664,17 @@ def test_demo_headline_metric_per_app():
     assert demo.headline_metric("vision-cls", {"train_loss": 1.0}) is None
 
 
+def test_demo_model_column(tmp_path):
+    (tmp_path / "resolved_config.yaml").write_text("# model\nmodel_name_or_path: /m/gemma-3-270m\n")
+    assert demo.model_name(tmp_path) == "gemma-3-270m"
+    (tmp_path / "resolved_config.yaml").write_text(
+        "# model\nmodel_name_or_path: null\nmodel_type: conditional_detr\nbackbone: mobilenet_v2-imagenet\n"
+    )
+    assert demo.model_name(tmp_path) == "conditional_detr+mobilenet_v2-imagenet"
+    (tmp_path / "resolved_config.yaml").unlink()
+    assert demo.model_name(tmp_path) == "?"
+
+
 def test_demo_overrides_only_pass_flags_the_app_has():
     flags = demo.supported_flags("usage: x train [--max_steps MAX_STEPS] [--output_dir DIR]")
     assert {"max_steps", "output_dir"} <= flags

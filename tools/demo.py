@@ -241,14 +241,17 @@ def headline_metric(app: str, metrics: dict) -> tuple[str, float] | None:
 
 
 def model_name(run_dir: Path) -> str:
-    """Model of a run: `model_name_or_path` in its resolved config, shortened to the last path part."""
-    resolved = run_dir / "resolved_config.yaml"
-    if resolved.is_file():
-        for line in resolved.read_text().splitlines():
-            if line.startswith("model_name_or_path:"):
-                value = line.split(":", 1)[1].strip().strip("'\"")
-                return Path(value).name or value
-    return "?"
+    """Model of a run from its resolved config: `model_name_or_path` (last path part), or for apps
+    that build a model from a config around a pretrained backbone (vision-det), `model_type+backbone`."""
+    resolved = read_yaml(run_dir / "resolved_config.yaml")
+
+    def short(value) -> str:
+        return Path(str(value)).name or str(value) if value else ""
+
+    name, backbone = short(resolved.get("model_name_or_path")), short(resolved.get("backbone"))
+    if backbone and not name:
+        name = "+".join(filter(None, [str(resolved.get("model_type") or ""), backbone]))
+    return name or str(resolved.get("model_type") or "?")
 
 
 def _fmt(value, digits: int) -> str:
