@@ -326,6 +326,7 @@ def vision_cls_cases(root: Path) -> list[Case]:
     # Empty / one-class datasets and an eval set with a class training never saw.
     (d / "empty").mkdir(parents=True, exist_ok=True)
     one = image_folder(d / "one_class", classes=("circle",))
+    two = image_folder(d / "two_images", per_class=1)
     other = image_folder(d / "eval_other_labels", classes=("circle", "triangle"))
     cases += [
         Case(
@@ -335,6 +336,12 @@ def vision_cls_cases(root: Path) -> list[Case]:
             match=["empty", "no images"],
         ),
         Case(app, "single-class", ["train", "--dataset", str(one), *tiny], match=["one_class", "at least 2"]),
+        Case(
+            app,
+            "too-few-images-to-split",
+            ["train", "--dataset", str(two), *tiny],
+            match=["two_images", "val_fraction"],
+        ),
         Case(
             app,
             "eval-labels-differ",

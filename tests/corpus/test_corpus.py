@@ -36,7 +36,7 @@ corpus = _load_corpus_module()
 # (1 step on a handful of samples: the cases need a real run directory, not a trained model).
 RUNS = {
     "vision-cls": {
-        "train": ["--config", "tiny", "--max_steps", "1", "--demo_images_per_class", "4"],
+        "train": ["--config", "tiny", "--max_steps", "1", "--demo_images_per_class", "5"],
         "other": [
             "--config_overrides",
             "hidden_size=48,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,image_size=32,patch_size=8",

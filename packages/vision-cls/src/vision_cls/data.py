@@ -248,6 +248,14 @@ def load_splits(args, seed: int = 0):
     if full is not None:
         if not 0 < args.val_fraction < 1:
             raise DataError(f"val_fraction must be between 0 and 1, got {args.val_fraction}")
+        # The stratified split needs every class on both sides (datasets raises a bare ValueError otherwise).
+        n_test, n_classes = math.ceil(args.val_fraction * len(full)), len(full.features["label"].names)
+        if n_test < n_classes or len(full) - n_test < n_classes:
+            raise DataError(
+                f"{src}: val_fraction={args.val_fraction} of {len(full)} images holds out {n_test} for "
+                f"{n_classes} classes; each class needs an image on both sides: add images, change "
+                "--val_fraction or pass --eval_dataset"
+            )
         parts = full.train_test_split(test_size=args.val_fraction, seed=seed, stratify_by_column="label")
         train, ev = parts["train"], parts["test"]
     if len(train) == 0:
