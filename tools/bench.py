@@ -406,7 +406,12 @@ def run_training(apps: list[AppInfo], opts, sections: set[str], skipped: list[st
                     tasks.append((name, app, r, mode, todo))
     for name, app, r, mode, todo in progress(tasks, desc="training runs", unit="proc"):
         log = work / name / f"r{r}-{mode}.log"
-        res = run_worker(app, mode, todo, opts, log)
+        if opts.reuse and log.with_suffix(".json").is_file():
+            res = json.loads(log.with_suffix(".json").read_text())  # measured by an earlier, interrupted run
+        elif opts.reuse_only:
+            res = None
+        else:
+            res = run_worker(app, mode, todo, opts, log)
         lost = [v.key for v in todo[len(res["runs"]) if res else 0 :]]
         if lost:
             skipped.append(f"{name} {mode} round {r}: {', '.join(lost)} not measured (worker failed; {log})")
@@ -1035,6 +1040,13 @@ def parse_args(argv):
     p.add_argument("--windows", type=int, default=5, help="timed windows per run (>= 5 for results)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per process")
     p.add_argument("--timeout", type=int, default=600, help="seconds per worker process")
+    p.add_argument(
+        "--reuse",
+        metavar="DIR",
+        help="work dir of an interrupted run (printed at its start): its finished training runs are reused",
+    )
+    p.add_argument("--reuse_only", action="store_true", help="with --reuse: start no new training runs")
+    p.add_argument("--render", metavar="RESULTS_JSON", help="only rewrite the Markdown from a results.json")
     p.add_argument("--results", default=str(ROOT / "bench" / "results.json"))
     p.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     p.add_argument(
@@ -1048,6 +1060,13 @@ def parse_args(argv):
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     sys.path.insert(0, str(TOOLS))
+    if opts.render:  # re-read a results.json and rewrite the Markdown (tables and notes) from it
+        results = json.loads(Path(opts.render).read_text())
+        results["notes"] = analysis_notes(results)
+        md = build_markdown(results)
+        Path(opts.markdown).write_text(md + "\n")
+        print(md)
+        return 0
     sections = set(opts.only or SECTIONS)
     t_start = time.perf_counter()
     import torch
@@ -1056,7 +1075,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.native_bf16 = native_bf16()
     apps, skipped = discover_apps(opts.apps)
     results: dict = {"sections": {}, "skipped": skipped, "notes": []}
-    work = Path(tempfile.mkdtemp(prefix="loraworks-bench-"))
+    work = Path(opts.reuse) if opts.reuse else Path(tempfile.mkdtemp(prefix="loraworks-bench-"))
     print(f"bench: apps {', '.join(a.name for a in apps) or 'none'}; sections {', '.join(sorted(sections))}")
     print(f"bench: logs in {work}")
 
@@ -1159,10 +1178,21 @@ def analysis_notes(results: dict) -> list[str]:
             + bound
             + "so removing padding can save at most "
             + (f"{1 / share:.2f}x of the token work" if share else "the padded share of the work")
-            + "; attention (quadratic in the padded width) and the LM head over padding add a little more. "
-            "The built-in dialogs are similar in length, which caps the gain; data sets with a wide length "
-            "spread (a few long dialogs per batch) gain more."
+            + "."
         )
+        f_on, f_off = on.get("flops_per_unit"), off.get("flops_per_unit")
+        if f_on and f_off and f_on > 1.2 * f_off:
+            notes.append(
+                f"**Why packing is not faster here:** the packed step costs {f_on / 1e6:.2f} MFLOP per real "
+                f"token vs {f_off / 1e6:.2f} padded ({f_on / f_off:.1f}x, counted by the FLOP counter). "
+                "Padding-free packing puts the whole batch in ONE row and relies on position_ids; with the "
+                "`sdpa` kernel on CPU, transformers turns them into a block-diagonal mask over the full "
+                "(sum of lengths)^2 attention matrix, so attention work grows with the square of the batch's "
+                "total tokens instead of the sum of squares per dialog. Packing pays when a varlen kernel "
+                "skips the masked blocks (flash_attention_2 on GPU) or when padding waste is large. Fix for "
+                "llm-chat on CPU: pack into rows of at most max_length tokens (bin-packing, several rows per "
+                "batch) so attention stays per-row, or fall back to padding when the kernel is not varlen."
+            )
     eff = (chat.get("offline-packed") or {}).get("ours") or {}
     prof = eff.get("profile")
     if prof:
