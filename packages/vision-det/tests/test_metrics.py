@@ -116,4 +116,5 @@ def test_coco_metrics_accumulates_batches():
         )
         assert (out == {}) == (b == 0)
     assert out["AP"] == pytest.approx(1.0) and out["AP_square"] == pytest.approx(1.0)
+    assert "APl" not in out and "APs" in out  # undefined (-1) metrics are left out
     assert metric.detections == []  # reset for the next evaluation

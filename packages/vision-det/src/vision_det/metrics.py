@@ -184,7 +184,9 @@ class CocoMetrics:
         }
         result = coco_evaluate(gt, self.detections, self.names)
         self._reset()
-        return result
+        # COCO's -1 ("nothing to score here", e.g. APl without large objects) is not a score: left out of
+        # the Trainer's metrics so it neither squashes the curves nor reads as a result; the table says n/a.
+        return {k: v for k, v in result.items() if v >= 0}
 
     def __call__(self, eval_pred, compute_result: bool = True) -> dict[str, float]:
         preds, labels = eval_pred.predictions, eval_pred.label_ids
