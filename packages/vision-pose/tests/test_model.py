@@ -68,7 +68,7 @@ def test_mobilenet_input_must_fit_its_stride():
 
 
 def test_auto_threads_drop_to_one_when_oversubscribed(monkeypatch):
-    from vision_pose.train import set_cpu_threads
+    from lora_shared.models import set_cpu_threads
 
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

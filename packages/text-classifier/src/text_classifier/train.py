@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
 from lora_shared.config import log_config, save_resolved_config
+from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
 from lora_shared.runs import resolve_resume, save_adapter, write_metrics
@@ -31,6 +32,7 @@ def train(cfg) -> dict[str, float]:
     # ---- 1. Setup: seed, output dir, resolved config
     args = cfg.train
     seed_everything(args.seed)
+    set_cpu_threads(args.cpu_threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())

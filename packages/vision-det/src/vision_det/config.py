@@ -138,13 +138,6 @@ class DetTrainingArguments(TrainExtras, TrainingArguments):
     batch_eval_metrics: bool = field(
         default=True, metadata={"help": "Keep True: COCO mAP is accumulated per eval batch."}
     )
-    cpu_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "torch intra-op threads on CPU (default: torch's choice). 1 is ~10x faster when the CPU "
-            "is shared with other jobs (measured: OpenMP threads stall on each other)."
-        },
-    )
     eval_do_concat_batches: bool = field(
         default=False, metadata={"help": "Keep False: per-image label dicts cannot be concatenated."}
     )

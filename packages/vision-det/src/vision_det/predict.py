@@ -96,12 +96,10 @@ def _png_names(paths: list[Path]) -> list[str]:
 def predict(cfg, inputs: list[str]) -> int:
     """Detect objects in images/folders; write predictions.json (COCO results) and boxed PNGs."""
     from lora_shared.io import atomic_write_json
-    from lora_shared.models import pick_device
+    from lora_shared.models import pick_device, set_cpu_threads
     from tqdm.auto import tqdm
 
-    from .train import set_cpu_threads
-
-    set_cpu_threads(cfg.train)
+    set_cpu_threads(cfg.train.cpu_threads)
     paths = collect_inputs(inputs)
     images = [load_image(p) for p in paths]  # all decoded first: a bad file fails before any output
     model, labels, processor = load_trained(cfg)

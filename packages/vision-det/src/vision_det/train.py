@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
 from lora_shared.config import log_config, save_resolved_config
+from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
 from lora_shared.runs import resolve_resume, save_adapter, write_metrics
@@ -24,14 +25,6 @@ from .model import LABELS_FILE, build_model, build_processor, load_trained
 logger = logging.getLogger(__name__)
 
 
-def set_cpu_threads(args) -> None:
-    """Apply --cpu_threads (see its help: a shared CPU runs faster with fewer threads)."""
-    if getattr(args, "cpu_threads", None):
-        import torch
-
-        torch.set_num_threads(args.cpu_threads)
-
-
 def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, COCO metrics and curves."""
     from transformers import Trainer
@@ -39,7 +32,7 @@ def train(cfg) -> dict[str, float]:
     # ---- 1. Setup: seed, output dir, resolved config
     args = cfg.train
     seed_everything(args.seed)
-    set_cpu_threads(args)
+    set_cpu_threads(args.cpu_threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
@@ -93,7 +86,7 @@ def evaluate(cfg) -> dict[str, float]:
     from transformers import Trainer
 
     seed_everything(cfg.train.seed)
-    set_cpu_threads(cfg.train)
+    set_cpu_threads(cfg.train.cpu_threads)
     model, labels, processor = load_trained(cfg)
     train_ds, eval_ds, categories = load_splits(cfg.data, seed=cfg.train.seed)
     ds = train_ds if cfg.data.eval_split == "train" else eval_ds

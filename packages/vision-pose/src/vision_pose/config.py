@@ -111,13 +111,6 @@ class PoseTrainingArguments(TrainExtras, TrainingArguments):
         default=False, metadata={"help": "Keep False: samples are built by our own dataset class."}
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps for LR warm-up."})
-    torch_threads: int = field(
-        default=0,
-        metadata={
-            "help": "CPU threads for torch; 0 = auto: 1 when the CPU is oversubscribed (load > 1.5x cores), "
-            "else torch's default."
-        },
-    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
 from lora_shared.config import log_config, save_resolved_config
+from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
 from lora_shared.runs import resolve_resume, save_adapter, write_metrics
@@ -23,30 +24,6 @@ from .model import KEYPOINTS_FILE, build_model, crop_settings, load_trained
 from .predict import draw_skeleton, save_png, score_split
 
 logger = logging.getLogger(__name__)
-
-
-def set_cpu_threads(requested: int) -> None:
-    """Pick torch's intra-op thread count (CPU only).
-
-    On a shared, oversubscribed CPU, multi-threaded kernels wait at every barrier for a descheduled
-    thread: measured here with load ~17 on 2 cores, one offline step took ~30 s with 2 threads and
-    ~1.3 s with 1. So `auto` drops to one thread when the load average says the cores are taken.
-    """
-    import os
-
-    import torch
-
-    if torch.cuda.is_available():
-        return
-    if requested > 0:
-        torch.set_num_threads(requested)
-    elif "OMP_NUM_THREADS" not in os.environ and hasattr(os, "getloadavg"):
-        cores = os.cpu_count() or 1
-        if cores > 1 and os.getloadavg()[0] > 1.5 * cores:
-            logger.info(
-                "CPU oversubscribed (load %.1f on %d cores): using 1 torch thread", os.getloadavg()[0], cores
-            )
-            torch.set_num_threads(1)
 
 
 def resolve_sigmas(data_args, names: list[str]) -> list[float]:
@@ -85,7 +62,7 @@ def train(cfg) -> dict[str, float]:
     # ---- 1. Setup: seed, output dir, resolved config
     args = cfg.train
     seed_everything(args.seed)
-    set_cpu_threads(args.torch_threads)
+    set_cpu_threads(args.cpu_threads)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
@@ -167,7 +144,7 @@ def evaluate(cfg) -> dict[str, float]:
     from lora_shared.models import pick_device
 
     seed_everything(cfg.train.seed)
-    set_cpu_threads(cfg.train.torch_threads)
+    set_cpu_threads(cfg.train.cpu_threads)
     model, schema, sigmas, settings = load_trained(cfg)
     model.to(pick_device())
     train_split, eval_split = load_splits(cfg.data, seed=cfg.train.seed)
