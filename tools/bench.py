@@ -317,7 +317,7 @@ def plan_variants(app: AppInfo, opts, sections: set[str], tmp: Path, skipped: li
         # llm-chat's real-model efficiency: SmolLM2, packed, in the precision this CPU is fast at; one extra
         # step is profiled (untimed) to show where the time goes
         bf16 = "true" if opts.native_bf16 else "false"
-        v = Variant("offline-packed", [], ("ours",), rounds=(0,), warmup=1, per_window=1)
+        v = Variant("offline-packed", [], ("ours",), rounds=(1,), warmup=1, per_window=1)
         v.flags = base_flags("offline", steps_for(1, 1, min(windows, 2)) + 1, tmp / "offpk")
         v.flags += ["--per_device_train_batch_size", "2", "--max_length", "128", "--max_eval_samples", "2"]
         v.flags += ["--packing", "true", "--bf16", bf16, "--bench_profile"]
@@ -342,7 +342,7 @@ def scaling_variants(app: AppInfo, tmp: Path, opts, skipped: list[str]) -> list[
             v.flags += ["--config_overrides", over, "--demo_image_size", str(size)]
             out.append(v)
     elif app.module == "llm_chat":
-        for length in (128, 256, 512):
+        for length in (256, 512, 1024):  # byte-level tokens: 3 per Chinese character
             v = Variant(f"seq-{length}", [], ("ours",), rounds=(1,), per_window=pw)
             v.flags = base_flags("tiny", steps_for(2, pw, windows), tmp / f"sq{length}")
             v.flags += ["--max_length", str(length), "--packing", "true"]
@@ -418,6 +418,9 @@ def run_training(apps: list[AppInfo], opts, sections: set[str], skipped: list[st
         if res is None:
             continue
         for v, run in zip(todo, res["runs"]):
+            if "error" in run:
+                skipped.append(f"{name} {mode} round {r} {v.key}: failed: {run['error']} ({log})")
+                continue
             run["peak_rss_mb"] = res["peak_rss_mb"]
             v.results[mode].append(run)
     return {name: {v.key: summarize(v) for v in variants} for name, (app, variants) in plans.items()}

@@ -208,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["LORAWORKS_FORCE_BF16"] = "1"
         else:
             os.environ.pop("LORAWORKS_FORCE_BF16", None)
-        (run_ours if a.mode == "ours" else run_plain)(a.app, flags)
-        if len(probes) == n:
-            raise SystemExit("no Trainer was built: nothing measured")
-        runs.append(probes[n].as_dict())  # the first Trainer of the run is the training one
+        try:
+            (run_ours if a.mode == "ours" else run_plain)(a.app, flags)
+            if len(probes) == n:
+                raise SystemExit("no Trainer was built: nothing measured")
+            runs.append(probes[n].as_dict())  # the first Trainer of the run is the training one
+        except (Exception, SystemExit) as e:  # one bad configuration must not cost the runs after it
+            print(f"bench_worker: run {len(runs)} failed: {e}", file=sys.stderr)
+            runs.append({"error": str(e)[:300]})
         # written after every run, so a run killed by the bench's timeout keeps the finished ones
         out = {"runs": runs, "peak_rss_mb": peak_rss_mb(), "wall_s": time.perf_counter() - t0}
         out["threads"] = torch.get_num_threads()
