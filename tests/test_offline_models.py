@@ -624,7 +624,13 @@ p.add_argument("--config")
 p.add_argument("--output_dir")
 p.add_argument("--max_steps", type=int)
 p.add_argument("--sleep", type=float, default=0)
+p.add_argument("--adapter_dir")
+p.add_argument("--max_eval_items", type=int)
 a = p.parse_args()
+if a.verb == "eval":  # like llm-chat: generation metrics land in eval_metrics.json next to the adapter
+    path = pathlib.Path(a.adapter_dir) / "eval_metrics.json"
+    path.write_text(json.dumps({"eval_banking_keyword_match": a.max_eval_items / 4}))
+    sys.exit(0)
 out = pathlib.Path(a.output_dir)
 out.mkdir(parents=True, exist_ok=True)
 time.sleep(a.sleep)
@@ -720,6 +726,8 @@ def test_demo_main_runs_apps_and_prints_one_table(tmp_path, monkeypatch, capsys)
     monkeypatch.setitem(demo.DEMO_OVERRIDES, "demo-slow", {"max_steps": 5, "sleep": 30})
     monkeypatch.setitem(demo.DEMO_BUDGET_MIN, "demo-slow", 0.5 / 60)  # x3 = 1.5 s limit
     monkeypatch.setattr(demo, "SIGINT_GRACE_S", 5)
+    monkeypatch.setitem(demo.DEMO_EVAL, "demo-good", {"max_eval_items": 3, "eval_tasks": "x"})
+    monkeypatch.setitem(demo.HEADLINE, "demo-good", demo.HEADLINE["llm-chat"])
     out = tmp_path / "demo"
 
     code = demo.main(["--skip_models", "--output_dir", str(out)])
@@ -730,7 +738,8 @@ def test_demo_main_runs_apps_and_prints_one_table(tmp_path, monkeypatch, capsys)
     assert summary in text
     rows = {r["app"]: r for r in json.loads((out / "summary.json").read_text())["rows"]}
     good = rows["demo-good"]
-    assert good["model"] == "tiny-base" and good["metric"] == "accuracy = 0.650"
+    # train's metrics.json + the separate eval's keyword match (only flags the fake has were passed)
+    assert good["model"] == "tiny-base" and good["metric"] == "banking_keyword_match = 0.750"
     assert good["trainable %"] == "1.23" and good["adapter MB"] == "0.50"
     assert rows["demo-bad"]["metric"] == "failed (exit 3)"
     assert rows["demo-slow"]["metric"].startswith("timed out")
