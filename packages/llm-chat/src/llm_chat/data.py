@@ -209,7 +209,12 @@ def validate_messages(messages: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------- reading
 def _iter_json_records(path: Path):
     """(line number, parsed object or the JSON error) for JSONL, or for a JSON array file (number = index+1)."""
-    text = path.read_text(encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:  # a file saved in GBK/Latin-1, or one bad line pasted in
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); re-save the file as UTF-8") from None
     if path.suffix == ".json" or text.lstrip().startswith("["):
         try:
             data = json.loads(text)

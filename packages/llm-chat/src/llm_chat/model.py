@@ -314,11 +314,13 @@ def load_for_inference(
 
 def attach_adapters(base, adapter_dirs: Sequence[Path]):
     """Load each adapter dir as a named peft adapter; errors if one was trained on another base."""
+    from lora_shared.runs import check_adapter_dir
     from peft import PeftModel, get_peft_model_state_dict
     from safetensors import safe_open
 
     model, seen = None, set()
     for path in adapter_dirs:
+        check_adapter_dir(path)  # a cut-short config / weights file is named as such, not as "another model"
         name = adapter_name(path)
         while name in seen:
             name += "_"
