@@ -300,14 +300,11 @@ def _check_image_entry(im: dict, where: str, root: Path | None, pil: dict) -> No
             f"{where}: image id={im['id']} file {im['file_name']!r} not found under {root} (missing image); "
             "fix file_name or pass --image_dir"
         )
+    # A full decode, once, up front: a truncated or non-image file fails now (naming it), not mid-run or
+    # after the adapter was already saved.
+    img = open_image(path)
     if not (_num(im.get("width")) and _num(im.get("height"))):
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                im["width"], im["height"] = img.size
-        except Exception as e:  # noqa: BLE001 - any decode failure is the user's bad file
-            raise DataError(f"{path}: not a readable image ({e}); image id={im['id']} in {where}") from None
+        im["width"], im["height"] = img.size
 
 
 def load_coco(path: str | Path, image_dir: str | None = None) -> PoseSplit:
