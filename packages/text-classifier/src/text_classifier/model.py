@@ -62,14 +62,22 @@ def train_wordpiece(texts: list[str], vocab_size: int = 3000):
     )
 
 
-def build_tokenizer(model_args, train_texts: list[str] | None = None, output_dir=None):
+def build_tokenizer(
+    model_args, train_texts: list[str] | None = None, output_dir=None, reuse_saved: bool = False
+):
     """The tokenizer: --tokenizer_name_or_path, else the model's own, else (random model) a trained WordPiece.
 
     A WordPiece trained here is saved to `<output_dir>/tokenizer` and `model_args.tokenizer_name_or_path`
     points there afterwards, so the resolved config (and predict) reload the very same vocabulary.
+    With `reuse_saved` (a resumed run) that saved vocabulary is loaded instead of trained again: the
+    `tokenizers` trainer is not deterministic across processes, and the checkpoint's weights belong
+    to the ids it was trained with.
     """
     from transformers import AutoTokenizer
 
+    saved = Path(output_dir) / TOKENIZER_DIR if output_dir is not None else None
+    if reuse_saved and model_args.model_type and not model_args.tokenizer_name_or_path and saved.is_dir():
+        model_args.tokenizer_name_or_path = str(saved.resolve())
     if model_args.tokenizer_name_or_path or not model_args.model_type:
         source = model_args.tokenizer_name_or_path or model_args.model_name_or_path
         if not source:

@@ -44,7 +44,8 @@ def train(cfg) -> dict[str, float]:
         logger.info("class weights: %s", {n: round(w, 3) for n, w in zip(labels, weights)})
 
     # ---- 3. Model: tokenizer, base + LoRA; a random (tiny) base and its trained vocab are saved for predict
-    tokenizer = build_tokenizer(cfg.model, train_ds["text"], output_dir=out)
+    resume = resolve_resume(args)
+    tokenizer = build_tokenizer(cfg.model, train_ds["text"], output_dir=out, reuse_saved=resume is not None)
     model = build_model(cfg.model, cfg.lora, labels, tokenizer, output_dir=out)
     save_resolved_config(cfg.groups()[:4], out)
     logger.info("%s", trainable_report(model))
@@ -66,7 +67,7 @@ def train(cfg) -> dict[str, float]:
     )
 
     # ---- 6. Run: train (resuming if asked), score the held-out split, save adapter + reports
-    result = trainer.train(resume_from_checkpoint=resolve_resume(args))
+    result = trainer.train(resume_from_checkpoint=resume)
     pred = trainer.predict(eval_tok, metric_key_prefix="eval")
     if not trainer.is_world_process_zero():
         return {}
