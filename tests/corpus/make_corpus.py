@@ -833,16 +833,8 @@ BUILDERS: dict[str, Callable[[Path], list[Case]]] = {
 # Cases an app does not pass yet, with the fix it needs (see the issue-10 report). Delete an entry once
 # its fix lands: the case then counts as passed (an unexpected pass is reported, not an error).
 KNOWN_GAPS = {
-    "llm-chat:mixed-encodings": "llm_chat.data._iter_json_records reads with read_text(): a non-UTF-8 "
-    "line is a UnicodeDecodeError traceback; decode bytes and raise DataError(file:line)",
-    "llm-chat:adapter-weights-truncated": "llm_chat.model.attach_adapters must call "
-    "lora_shared.runs.check_adapter_dir(path) before PeftModel.from_pretrained",
-    "llm-chat:adapter-config-corrupt": "llm_chat.model.attach_adapters must call "
-    "lora_shared.runs.check_adapter_dir(path) (the error blames 'another model' today)",
     "vision-det:single-image-eval-split": "vision_det.metrics.labels_to_ground_truth: with one eval "
     "image, orig_size arrives with one value (ValueError: not enough values to unpack), a traceback",
-    "vision-pose:truncated-image": "vision_pose.data._check_image_entry must fully decode each image "
-    "(lora_shared.images.open_image) up front; today a corrupt image fails after the adapter is saved",
 }
 
 
