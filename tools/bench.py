@@ -777,6 +777,11 @@ def build_markdown(results: dict) -> str:
         "Raw numbers: `bench/results.json`.",
         "",
     ]
+    if meta.get("rerun_note"):
+        lines += [
+            f"{meta['rerun_note']} (second invocation: {meta.get('minutes_llm_chat_rerun', 0):.1f} min)",
+            "",
+        ]
     ceil = s.get("ceiling") or {}
     if ceil:
         lines += [
@@ -1220,6 +1225,7 @@ def analysis_notes(results: dict) -> list[str]:
                 f"{k}: the data pipeline needs {100 * sh:.0f}% of a step's time on one core; set "
                 "dataloader_num_workers >= 1 so it overlaps the model step."
             )
+    notes += results.get("manual_notes", [])  # reviewed caveats added to results.json by hand
     if not results["meta"].get("cuda"):
         notes.append(
             "No GPU was available for this run; on a CUDA machine the same script runs the apps on the GPU "
