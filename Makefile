@@ -60,16 +60,16 @@ bench: ## benchmarks vs plain Trainer+peft and the hardware ceiling -> BENCHMARK
 	$(UV) python tools/bench.py $(ARGS)
 
 train-cls: ## train vision-cls (default config; ARGS="--config tiny ..."; NPROC=2 for DDP)
-	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --num_processes $(NPROC) -m vision_cls,vision-cls) train --config default $(ARGS)
+	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --multi_gpu --num_processes $(NPROC) -m vision_cls,vision-cls) train --config default $(ARGS)
 
-train-det: ## train vision-det (default config; ARGS="--config tiny ...")
-	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --num_processes $(NPROC) -m vision_det,vision-det) train --config default $(ARGS)
+train-det: ## train vision-det (default config; ARGS="--config tiny ..."; NPROC=2 for DDP)
+	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --multi_gpu --num_processes $(NPROC) -m vision_det,vision-det) train --config default $(ARGS)
 
-train-pose: ## train vision-pose (default config; ARGS="--config tiny ...")
-	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --num_processes $(NPROC) -m vision_pose,vision-pose) train --config default $(ARGS)
+train-pose: ## train vision-pose (default config; ARGS="--config tiny ..."; NPROC=2 for DDP)
+	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --multi_gpu --num_processes $(NPROC) -m vision_pose,vision-pose) train --config default $(ARGS)
 
-train-text: ## train text-classifier (default config; ARGS="--config tiny ...")
-	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --num_processes $(NPROC) -m text_classifier,text-classifier) train --config default $(ARGS)
+train-text: ## train text-classifier (default config; ARGS="--config tiny ..."; NPROC=2 for DDP)
+	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --multi_gpu --num_processes $(NPROC) -m text_classifier,text-classifier) train --config default $(ARGS)
 
-train-chat: ## train llm-chat (default config; ARGS="--config tiny ...")
-	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --num_processes $(NPROC) -m llm_chat,llm-chat) train --config default $(ARGS)
+train-chat: ## train llm-chat (default config; ARGS="--config tiny ..."; NPROC=2 for DDP)
+	$(UV) $(if $(filter-out 1,$(NPROC)),accelerate launch --multi_gpu --num_processes $(NPROC) -m llm_chat,llm-chat) train --config default $(ARGS)
