@@ -51,6 +51,33 @@ def test_packing_gives_the_same_per_sample_loss(tokenizer, tiny_model):
     torch.testing.assert_close(loss, torch.cat(separate).mean(), atol=1e-4, rtol=0)
 
 
+def test_packing_into_rows_keeps_the_loss_and_bounds_the_row_length(tokenizer, tiny_model):
+    rows = [
+        tokenize_dialog(tokenizer, dialog("你好", "您好！有什么可以帮您？", system="客服")),
+        tokenize_dialog(tokenizer, dialog("q", "a", "q2", "a two")),
+        tokenize_dialog(tokenizer, dialog("退款多久到账", "1-3个工作日。")),
+        tokenize_dialog(tokenizer, dialog("hi", "hello")),
+    ]
+    lengths = [len(r["input_ids"]) for r in rows]
+    short = sorted(lengths)
+    cap = max(max(lengths), short[0] + short[1])  # the two shortest share a row; the rest cannot all fit
+    assert sum(lengths) > cap
+    packed = collate_fn(rows, tokenizer.pad_token_id, packing=True, pack_length=cap)
+    assert 1 < packed["input_ids"].shape[0] < len(rows) and packed["input_ids"].shape[1] <= cap
+    # every real token appears once; the filler is label -100
+    assert (packed["labels"] != IGNORE_INDEX).sum() == sum(
+        sum(t != IGNORE_INDEX for t in r["labels"]) for r in rows
+    )
+    with torch.no_grad():
+        separate = []
+        for r in rows:
+            b = collate_fn([r], tokenizer.pad_token_id)
+            logits = tiny_model(**{k: v for k, v in b.items() if k != "labels"}).logits
+            separate.append(_per_token_nll(logits, b["labels"]))
+        loss = tiny_model(**packed, use_cache=False).loss
+    torch.testing.assert_close(loss, torch.cat(separate).mean(), atol=1e-4, rtol=0)
+
+
 def test_packing_check_detects_cross_attention(tokenizer):
     model = make_tiny_model(tokenizer)
     model.config.use_cache = False  # as build_model leaves it for training

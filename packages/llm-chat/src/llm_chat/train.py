@@ -80,7 +80,9 @@ def train(cfg) -> dict[str, float]:
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=partial(collate_fn, pad_token_id=tokenizer.pad_token_id, packing=packing),
+        data_collator=partial(
+            collate_fn, pad_token_id=tokenizer.pad_token_id, packing=packing, pack_length=args.max_length
+        ),
         processing_class=tokenizer,
         callbacks=default_callbacks(args),
     )
