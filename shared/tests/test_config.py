@@ -125,3 +125,29 @@ def test_bf16_can_be_forced_on_cpus_without_native_bf16(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAWORKS_FORCE_BF16", "1")
     (*_, train) = parse_config(TYPES, ["--bf16", "--output_dir", str(tmp_path)])
     assert train.bf16
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("lora_r: 4.5\n", "lora_r"),
+        ("learning_rate: [1, 2]\n", "learning_rate"),
+        ("max_steps: one\n", "max_steps"),
+    ],
+)
+def test_yaml_value_of_wrong_type_names_file_and_key(tmp_path, text, key):
+    with pytest.raises(UsageError, match=rf"c.yaml: {key}: expected"):
+        load_yaml(write(tmp_path, text), TYPES)
+
+
+def test_yaml_strings_argparse_converts_are_accepted(tmp_path):
+    # PyYAML reads `1e-4` (no dot) as a string; argparse turns it into a float, so it must pass.
+    data = load_yaml(write(tmp_path, "learning_rate: 1e-4\nlora_r: '8'\nbf16: 'true'\n"), TYPES)
+    (*_, train) = parse_config(TYPES, [], yaml_layers=[data])
+    assert train.learning_rate == 1e-4
+
+
+def test_bad_cli_value_is_one_usage_line(capsys):
+    with pytest.raises(UsageError, match="max_steps"):
+        parse_config(TYPES, ["--max_steps", "many"])
+    assert "usage:" not in capsys.readouterr().err

@@ -7,8 +7,11 @@ dataclasses. Unknown YAML keys are an error that names the key.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,7 +145,62 @@ def load_yaml(path: Path, config_types) -> dict[str, Any]:
         raise UsageError(
             f"{path}: unknown config key(s) {', '.join(map(repr, unknown))}; see `--help` for valid fields"
         )
+    check_types(path, data, config_types)
     return data
+
+
+_BOOL_STRINGS = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Would HfArgumentParser accept `value` (a YAML scalar/list) for a field annotated `tp`?"""
+    if tp is Any:
+        return True
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, set):
+        return isinstance(value, (list, tuple)) and (not args or all(_type_ok(v, args[0]) for v in value))
+    if origin is dict or tp is dict:
+        return isinstance(value, (dict, str))  # transformers accepts JSON strings for dict fields
+    if isinstance(value, str):  # YAML leaves `1e-4` or `"8"` as strings: argparse converts those
+        converters = {int: int, float: float, bool: lambda v: v.lower() in _BOOL_STRINGS or int("x")}
+        if tp in converters:
+            try:
+                converters[tp](value)
+            except ValueError:
+                return False
+        return True
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, (str, int, float))  # argparse would stringify a number
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return isinstance(value, tp) or value in {m.value for m in tp}
+    return True
+
+
+def check_types(path: Path, data: dict[str, Any], config_types) -> None:
+    """Fail on a YAML value of the wrong type with one line naming the file, the key and the expected type."""
+    hints: dict[str, Any] = {}
+    for cls in config_types:
+        try:
+            hints.update(typing.get_type_hints(cls))
+        except Exception:  # an unresolvable annotation upstream: leave those fields to argparse
+            continue
+    for key, value in data.items():
+        tp = hints.get(key)
+        if tp is not None and not _type_ok(value, tp):
+            want = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+            raise UsageError(f"{path}: {key}: expected {want}, got {value!r} ({type(value).__name__})")
 
 
 def parse_config(
@@ -166,6 +224,11 @@ def parse_config(
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(config_types)
+
+    def _error(message: str):  # argparse would print its whole usage first; one line is enough
+        raise UsageError(f"invalid argument: {message} (see `--help`)")
+
+    parser.error = _error
     defaults: dict[str, Any] = {}
     for layer in yaml_layers or []:
         defaults.update(layer)
