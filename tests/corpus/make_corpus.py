@@ -825,10 +825,7 @@ BUILDERS: dict[str, Callable[[Path], list[Case]]] = {
 
 # Cases an app does not pass yet, with the fix it needs (see the issue-10 report). Delete an entry once
 # its fix lands: the case then counts as passed (an unexpected pass is reported, not an error).
-KNOWN_GAPS = {
-    "vision-det:single-image-eval-split": "vision_det.metrics.labels_to_ground_truth: with one eval "
-    "image, orig_size arrives with one value (ValueError: not enough values to unpack), a traceback",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def build(root: str | Path, apps: list[str] | None = None) -> list[Case]:

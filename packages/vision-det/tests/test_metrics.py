@@ -118,3 +118,21 @@ def test_coco_metrics_accumulates_batches():
     assert out["AP"] == pytest.approx(1.0) and out["AP_square"] == pytest.approx(1.0)
     assert "APl" not in out and "APs" in out  # undefined (-1) metrics are left out
     assert metric.detections == []  # reset for the next evaluation
+
+
+def test_predictions_survive_trimming_of_the_last_eval_batch():
+    """Regression: gathering must trim the last eval batch per image, never cut an image's boxes."""
+    from vision_det.config import DetTrainingArguments
+    from vision_det.metrics import preprocess_logits_for_metrics, split_predictions
+
+    logits, boxes = (torch.from_numpy(a) for a in _model_outputs())
+    packed = preprocess_logits_for_metrics(({"loss_ce": 0.0}, logits, boxes), None)
+    assert packed.shape[:2] == logits.shape[:2]  # one batch-first tensor
+    # what accelerate does with eval_use_gather_object on the last batch: keep the first `remainder` items
+    got_l, got_b = split_predictions(packed[:1])
+    np.testing.assert_allclose(got_l, logits[:1].numpy()) and np.testing.assert_allclose(
+        got_b, boxes[:1].numpy()
+    )
+    per_image = split_predictions(list(packed))  # the multi-process gather_object form
+    np.testing.assert_allclose(per_image[1], boxes.numpy())
+    assert DetTrainingArguments(output_dir="x", use_cpu=True).eval_use_gather_object

@@ -108,7 +108,7 @@ class DetTrainingArguments(TrainExtras, TrainingArguments):
     learning_rate=1e-4 and weight_decay=1e-4 (DETR's recipe), max_grad_norm=0.1 (DETR clips at 0.1),
     num_train_epochs=20, per_device_*_batch_size=8, eval/save per epoch, logging_steps=10,
     save_total_limit=2, metric_for_best_model=AP50, remove_unused_columns=False (the transform reads the
-    raw image and objects columns), label_names=[labels], batch_eval_metrics=True and
+    raw image and objects columns), label_names=[labels], batch_eval_metrics=True, eval_use_gather_object=True and
     eval_do_concat_batches=False (COCO mAP is accumulated batch by batch: DETR labels are a list of
     dicts, one per image, that cannot be concatenated)."""
 
@@ -140,6 +140,13 @@ class DetTrainingArguments(TrainExtras, TrainingArguments):
     )
     eval_do_concat_batches: bool = field(
         default=False, metadata={"help": "Keep False: per-image label dicts cannot be concatenated."}
+    )
+    eval_use_gather_object: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep True: the last eval batch is trimmed per image; as tensors, accelerate would cut "
+            "every label tensor (boxes!) to the batch's leftover image count."
+        },
     )
 
 

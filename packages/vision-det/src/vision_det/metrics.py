@@ -151,7 +151,23 @@ def preprocess_logits_for_metrics(outputs, labels):
     tensors = [
         t for t in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)) if torch.is_tensor(t)
     ]
-    return tensors[0], tensors[1]  # ModelOutput order: (loss_dict,) logits, pred_boxes, (aux,) hidden...
+    logits, boxes = tensors[0], tensors[1]  # ModelOutput order: (loss_dict,) logits, pred_boxes, (aux,) ...
+    # One (B, Q, C + 4) tensor, batch first: with eval_use_gather_object the last eval batch is trimmed
+    # as a whole (a tuple would be cut to its first `remainder` members); `split_predictions` undoes it.
+    return torch.cat([logits, boxes.to(logits.dtype)], dim=-1)
+
+
+def split_predictions(predictions) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, boxes) from preprocess_logits_for_metrics' output, a (logits, boxes) pair, or a list of
+    per-image / per-batch tensors (what gather_object returns across processes)."""
+    if isinstance(predictions, tuple):
+        return _np(predictions[0]), _np(predictions[1])
+    if isinstance(predictions, list):
+        arrays = [_np(p) for p in predictions]
+        joined = np.concatenate(arrays) if arrays[0].ndim == 3 else np.stack(arrays)
+    else:
+        joined = _np(predictions)
+    return joined[..., :-4], joined[..., -4:]
 
 
 class CocoMetrics:
@@ -166,13 +182,13 @@ class CocoMetrics:
         self.images, self.annotations, self.detections = [], [], []
 
     def add(self, predictions, labels) -> None:
-        logits, boxes = predictions[0], predictions[1]
+        logits, boxes = split_predictions(predictions)
         images, annotations = labels_to_ground_truth(labels)
         self.images += images
         self.annotations += annotations
         sizes = [(im["height"], im["width"]) for im in images]
         self.detections += outputs_to_detections(
-            _np(logits), _np(boxes), [im["id"] for im in images], sizes, num_classes=len(self.names)
+            logits, boxes, [im["id"] for im in images], sizes, num_classes=len(self.names)
         )
 
     def compute(self) -> dict[str, float]:
