@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from lora_shared.testing import assert_only_lora_changed, snapshot_params
+from lora_shared.testing import assert_only_lora_changed, capture_built_model
 from text_classifier import train as train_mod
 from text_classifier.cli import main
 from text_classifier.data import QUESTION_LABELS
@@ -19,19 +19,8 @@ DP = QUESTION_LABELS[0]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    captured = {}
-    orig = train_mod.build_model
-
-    def spy(*a, **kw):
-        model = orig(*a, **kw)
-        captured["model"], captured["before"] = model, snapshot_params(model)
-        return model
-
-    train_mod.build_model = spy
-    try:
+    with capture_built_model(train_mod) as captured:
         assert main(["train", "--config", "tiny", "--output_dir", str(out)]) == 0
-    finally:
-        train_mod.build_model = orig
     return out, captured
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from lora_shared.testing import assert_only_lora_changed, snapshot_params
+from lora_shared.testing import assert_only_lora_changed, capture_built_model
 from vision_cls import train as train_mod
 from vision_cls.cli import main
 
@@ -12,19 +12,8 @@ from vision_cls.cli import main
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    captured = {}
-    orig = train_mod.build_model
-
-    def spy(*a, **kw):
-        model = orig(*a, **kw)
-        captured["model"], captured["before"] = model, snapshot_params(model)
-        return model
-
-    train_mod.build_model = spy
-    try:
+    with capture_built_model(train_mod) as captured:
         assert main(["train", "--config", "tiny", "--output_dir", str(out)]) == 0
-    finally:
-        train_mod.build_model = orig
     return out, captured
 
 

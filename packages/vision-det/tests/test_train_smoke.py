@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from lora_shared.testing import assert_only_lora_changed, snapshot_params
+from lora_shared.testing import assert_only_lora_changed, capture_built_model
 from vision_det import train as train_mod
 from vision_det.cli import main
 
@@ -14,20 +14,9 @@ from vision_det.cli import main
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cache = tmp_path_factory.mktemp("shapes-cache") / "tiny"
-    captured = {}
-    orig = train_mod.build_model
-
-    def spy(*a, **kw):
-        model = orig(*a, **kw)
-        captured["model"], captured["before"] = model, snapshot_params(model)
-        return model
-
-    train_mod.build_model = spy
-    try:
+    with capture_built_model(train_mod) as captured:
         argv = ["train", "--config", "tiny", "--output_dir", str(out), "--shapes_cache_dir", str(cache)]
         assert main(argv) == 0
-    finally:
-        train_mod.build_model = orig
     return out, captured, cache
 
 

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 def snapshot_params(model) -> dict:
     """A detached CPU copy of every parameter, keyed by name."""
     return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters()}
+
+
+@contextlib.contextmanager
+def capture_built_model(train_module, builder: str = "build_model") -> Iterator[dict]:
+    """Patch `train_module.<builder>` so a real CLI run records the model it trains.
+
+    Yields a dict that gets "model" (the PeftModel) and "before" (its parameters before training), so a
+    smoke test can check the LoRA invariant on the very model `train` used.
+    """
+    captured: dict = {}
+    original = getattr(train_module, builder)
+
+    def spy(*args, **kwargs):
+        model = original(*args, **kwargs)
+        captured["model"], captured["before"] = model, snapshot_params(model)
+        return model
+
+    setattr(train_module, builder, spy)
+    try:
+        yield captured
+    finally:
+        setattr(train_module, builder, original)
 
 
 def is_adapter_param(name: str) -> bool:
