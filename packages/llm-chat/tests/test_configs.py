@@ -25,6 +25,10 @@ def test_defaults_are_the_issue_s():
     assert cfg.model.model_name_or_path == "Qwen/Qwen2.5-0.5B-Instruct"
     assert (cfg.lora.lora_r, cfg.lora.lora_alpha, cfg.lora.lora_dropout) == (8, 32, 0.1)
     assert cfg.train.packing and not cfg.train.bf16
+    # TRL's SFTConfig turns gradient checkpointing on; it costs a recomputed forward that small models don't need
+    assert cfg.train.gradient_checkpointing is False
+    on, _ = build_config(APP, cmd, ["--config", "default", "--gradient_checkpointing", "true"])
+    assert on.train.gradient_checkpointing is True
 
 
 def test_unknown_yaml_key_fails(tmp_path, capsys):

@@ -86,7 +86,9 @@ class ChatTrainingArguments(TrainExtras, SFTConfig):
     """trl.SFTConfig with these changed defaults: output_dir=outputs/llm-chat, learning_rate=2e-4,
     num_train_epochs=3, per_device_train_batch_size=8, packing=True (padding-free: the batch is one row with
     per-sample position_ids, checked against the unpacked loss before training), max_length=1024,
-    eval/save per epoch, logging_steps=5, bf16=False (TRL turns it on by default; opt in here), save_total_limit=2, remove_unused_columns=False.
+    eval/save per epoch, logging_steps=5, bf16=False (TRL turns it on by default; opt in here), save_total_limit=2, remove_unused_columns=False,
+    gradient_checkpointing=False (TRL turns it on; it re-runs each layer's forward in backward, ~1.3x the step
+    time, to save activation memory that small models and short dialogs do not need: opt in for big ones).
     Our own tokenisation masks everything but assistant turns (assistant_only_loss is always on)."""
 
     output_dir: str | None = field(
@@ -120,6 +122,10 @@ class ChatTrainingArguments(TrainExtras, SFTConfig):
         metadata={
             "help": "bf16 autocast (CUDA, or CPUs with AVX512-BF16: ~3x faster matmuls); master weights fp32."
         },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in backward: less memory, ~1.3x step time (big models)."},
     )
     # SFTConfig also defines trust_remote_code; the flat namespace keeps the one in ChatModelArgs.
     trust_remote_code: bool = field(default=False, init=False)
