@@ -247,6 +247,7 @@ OFFLINE_SIZING = {
 # llm-chat's SmolLM2 take tens of seconds per step there; llm-chat gets one efficiency run instead)
 OFFLINE_OVERHEAD_APPS = {"vision_cls"}
 BF16_TINY_APPS = {"vision_cls"}  # one forced-bf16 tiny run shows the CPU's bf16 path; more cost minutes
+OVERHEAD_KEYS = ("tiny", "offline")  # the variants timed against the plain script (ours and plain)
 
 
 def plan_variants(app: AppInfo, opts, sections: set[str], tmp: Path, skipped: list[str]) -> list[Variant]:
@@ -319,7 +320,8 @@ def plan_variants(app: AppInfo, opts, sections: set[str], tmp: Path, skipped: li
         bf16 = "true" if opts.native_bf16 else "false"
         v = Variant("offline-packed", [], ("ours",), rounds=(1,), warmup=1, per_window=1)
         v.flags = base_flags("offline", steps_for(1, 1, min(windows, 2)) + 1, tmp / "offpk")
-        v.flags += ["--per_device_train_batch_size", "2", "--max_length", "128", "--max_eval_samples", "2"]
+        # the offline config's own batch (8 dialogs, ~1.4k real tokens a step): matmuls of a realistic size
+        v.flags += ["--max_eval_samples", "2"]
         v.flags += ["--packing", "true", "--bf16", bf16, "--bench_profile"]
         variants.append(v)
     if "scaling" in sections:
@@ -401,7 +403,12 @@ def run_training(apps: list[AppInfo], opts, sections: set[str], skipped: list[st
             order = ("ours", "plain") if r % 2 == 0 else ("plain", "ours")  # ABBA: drift hits both alike
             for mode in order:
                 todo = [v for v in variants if mode in v.modes and (r in v.rounds or r >= 2)]
-                todo = todo if r % 2 == 0 else todo[::-1]  # e.g. packing on/off also alternate
+                # Overhead variants run first in every process: peak RSS is per process, so a tiny run
+                # after a real-model run would report the real model's peak. The rest (packing on/off,
+                # scaling) alternate their order between rounds so drift hits both sides alike.
+                head = [v for v in todo if v.key in OVERHEAD_KEYS]
+                tail = [v for v in todo if v.key not in OVERHEAD_KEYS]
+                todo = head + (tail if r % 2 == 0 else tail[::-1])
                 if todo:
                     tasks.append((name, app, r, mode, todo))
     for name, app, r, mode, todo in progress(tasks, desc="training runs", unit="proc"):
@@ -467,36 +474,90 @@ def summarize(v: Variant) -> dict:
 
 
 # ---------------------------------------------------------------- pipeline (vision)
+def _images_per_s(ds, collate, batch: int = 32) -> float:
+    """Images/s of indexing `ds` (the app's per-image transforms) and collating, one core, no workers."""
+    n = len(ds)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        collate([ds[j] for j in range(i, min(n, i + batch))])
+    return n / (time.perf_counter() - t0)
+
+
+def _app_config(module: str, flags: list[str]):
+    """The app's resolved `train` config for these flags (what its train() would receive)."""
+    import importlib
+
+    from lora_shared.cli import build_config
+
+    app = importlib.import_module(f"{module}.cli").APP
+    cfg, _ = build_config(app, next(c for c in app.commands if c.name == "train"), flags)
+    return cfg
+
+
+def _pipeline_cls(opts) -> dict:
+    from functools import partial
+
+    from vision_cls.data import build_transforms, collate_fn, make_demo_dataset, transform_batch
+    from vision_cls.model import IMAGENET_MEAN, IMAGENET_STD
+
+    out = {}
+    for key, size, src in (("tiny", 32, 32), ("offline", 128, 64)):
+        ds = make_demo_dataset(8 if opts.quick else 40, src, seed=0)
+        tf = build_transforms(size, IMAGENET_MEAN, IMAGENET_STD, True)
+        out[(key, f"{size}px")] = _images_per_s(
+            ds.with_transform(partial(transform_batch, transform=tf)), collate_fn
+        )
+    return out
+
+
+def _pipeline_det(opts) -> dict:
+    """vision-det tiny: generated shapes, box-moving augmentation, DETR processor (resize, normalise, boxes)."""
+    import logging
+    from functools import partial
+
+    from vision_det.data import build_transforms, collate_fn, load_splits, transform_batch
+    from vision_det.model import build_processor
+
+    logging.disable(logging.INFO)
+    cfg = _app_config(
+        "vision_det", ["--config", "tiny", "--shapes_train_images", "16" if opts.quick else "64"]
+    )
+    train, _, _ = load_splits(cfg.data, seed=0)
+    tf = partial(
+        transform_batch, transform=build_transforms(cfg.data, True), processor=build_processor(cfg.model)
+    )
+    return {("tiny", f"{cfg.model.image_size}px"): _images_per_s(train.with_transform(tf), collate_fn)}
+
+
+def _pipeline_pose(opts) -> dict:
+    """vision-pose tiny: per-person affine crops with flip/rotation/scale jitter and heatmap labels."""
+    import logging
+
+    from vision_pose.data import PoseDataset, collate_fn, load_splits
+    from vision_pose.model import build_base, crop_settings
+
+    logging.disable(logging.INFO)
+    cfg = _app_config("vision_pose", ["--config", "tiny", "--figures_train", "16" if opts.quick else "64"])
+    train, _ = load_splits(cfg.data, seed=0)
+    base = build_base(cfg.model, train.schema.num_keypoints)
+    st = crop_settings(cfg.model, cfg.data, base, train.schema.names, train=True)
+    size = f"{st.height}x{st.width}px"
+    return {("tiny", size): _images_per_s(PoseDataset(train, st, True, seed=0), collate_fn)}
+
+
+PIPELINES = {"vision_cls": _pipeline_cls, "vision_det": _pipeline_det, "vision_pose": _pipeline_pose}
+
+
 def section_pipeline(apps: list[AppInfo], training: dict, opts, skipped: list[str]) -> dict:
-    """Images/s of the app's own transforms + collator vs the model's training throughput."""
+    """Images/s of each vision app's own transforms + collator vs its model's training throughput."""
     rows = {}
     for app in apps:
-        if app.module != "vision_cls":
-            if app.module in ("vision_det", "vision_pose"):
-                skipped.append(f"pipeline {app.name}: only vision-cls's pipeline API is measured so far")
+        if app.module not in PIPELINES:
             continue
-        from functools import partial
-
-        from vision_cls.data import build_transforms, collate_fn, make_demo_dataset, transform_batch
-        from vision_cls.model import IMAGENET_MEAN, IMAGENET_STD
-
-        for key, size, src in (("tiny", 32, 32), ("offline", 128, 64)):
-            ds = make_demo_dataset(8 if opts.quick else 40, src, seed=0)
-            ds = ds.with_transform(
-                partial(transform_batch, transform=build_transforms(size, IMAGENET_MEAN, IMAGENET_STD, True))
-            )
-            batch = 32
-            n = len(ds)
-            t0 = time.perf_counter()
-            done = 0
-            for i in range(0, n, batch):
-                rows_ = [ds[j] for j in range(i, min(n, i + batch))]
-                collate_fn(rows_)
-                done += len(rows_)
-            ips = done / (time.perf_counter() - t0)
+        for (key, size), ips in PIPELINES[app.module](opts).items():
             model = training.get(app.name, {}).get(key, {}).get("ours", {})
             model_ips = model.get("units_per_s") if model.get("unit") == "samples" else None
-            rows[f"{app.name} {key} ({size}px)"] = {
+            rows[f"{app.name} {key} ({size})"] = {
                 "pipeline_images_per_s": ips,
                 "model_images_per_s": model_ips,
                 "pipeline_share_of_step": ratio(model_ips, ips),  # pipeline time / step time

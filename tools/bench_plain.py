@@ -50,9 +50,10 @@ def _lora(lora, task_type=None):
 
 
 def _overrides(s: str | None) -> dict:
-    import yaml
+    """'a=1,b=[2,3]' -> {'a': 1, 'b': [2, 3]}: the same YAML-valued key=value strings the configs hold."""
+    from lora_shared.models import parse_overrides
 
-    return {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in (s or "").split(",") if p)}
+    return parse_overrides(s)
 
 
 def plain_vision_cls(cfg) -> None:
@@ -217,9 +218,176 @@ def plain_llm_chat(cfg) -> None:
     model.save_pretrained(trainer.args.output_dir)
 
 
+def plain_vision_det(cfg) -> None:
+    """HF object-detection guide: torchvision v2 box transforms + the DETR image processor in with_transform,
+    AutoModelForObjectDetection + LoRA (heads in modules_to_save), Trainer."""
+    import torch
+    from peft import get_peft_model
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+    from transformers import (
+        AutoConfig,
+        AutoModelForObjectDetection,
+        DetrImageProcessor,
+        ResNetConfig,
+        Trainer,
+        set_seed,
+    )
+    from vision_det.data import load_splits  # the built-in shapes images are the data
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    train_ds, _, cats = load_splits(d, seed=t.seed)
+    names = [c["name"] for c in cats]
+    kw = {"num_labels": len(names), "id2label": dict(enumerate(names))}
+    if not m.model_type or m.backbone not in (None, "resnet"):
+        raise SystemExit("plain vision-det: only random-init DETRs with a ResNet backbone (the tiny config)")
+    if m.backbone:
+        backbone = ResNetConfig(out_features=[m.backbone_stage], **_overrides(m.backbone_overrides))
+        kw.update(backbone_config=backbone, use_timm_backbone=False, use_pretrained_backbone=False)
+    config = AutoConfig.for_model(m.model_type, **kw)
+    for k, v in _overrides(m.config_overrides).items():
+        setattr(config, k, v)
+    model = get_peft_model(AutoModelForObjectDetection.from_config(config), _lora(lora))
+    side = m.image_size or 512
+    processor = DetrImageProcessor(
+        size={"max_height": side, "max_width": side},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    t_ = d.aug_translate
+    tf = v2.Compose(
+        [
+            v2.RandomHorizontalFlip(p=d.aug_hflip),
+            v2.RandomAffine(degrees=0.0, translate=(t_, t_), scale=tuple(d.aug_scale)),
+            v2.ColorJitter(
+                d.aug_color_jitter, d.aug_color_jitter, d.aug_color_jitter, d.aug_color_jitter / 4
+            ),
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(min_size=1.0),
+        ]
+    )
+
+    def transform(batch):
+        images, annotations = [], []
+        for image, image_id, o in zip(batch["image"], batch["image_id"], batch["objects"]):
+            image = image.convert("RGB")
+            w, h = image.size
+            boxes = tv_tensors.BoundingBoxes(
+                torch.tensor(o["bbox"]).reshape(-1, 4), format="XYWH", canvas_size=(h, w)
+            )
+            out = tf({"image": image, "boxes": boxes, "labels": torch.tensor(o["category"])})
+            anns = [
+                {"bbox": b.tolist(), "category_id": int(c), "area": float(b[2] * b[3]), "iscrowd": 0}
+                for b, c in zip(out["boxes"], out["labels"])
+            ]
+            images.append(out["image"])
+            annotations.append({"image_id": int(image_id), "annotations": anns})
+        enc = processor(images=images, annotations=annotations, return_tensors="pt")
+        return {
+            "pixel_values": list(enc["pixel_values"]),
+            "pixel_mask": list(enc["pixel_mask"]),
+            "labels": enc["labels"],
+        }
+
+    def collate(rows):
+        return {
+            "pixel_values": torch.stack([r["pixel_values"] for r in rows]),
+            "pixel_mask": torch.stack([r["pixel_mask"] for r in rows]),
+            "labels": [r["labels"] for r in rows],
+        }
+
+    trainer = Trainer(
+        model=model,
+        args=_training_args(t, remove_unused_columns=False),
+        train_dataset=train_ds.with_transform(transform),
+        data_collator=collate,
+    )
+    trainer.train()
+    model.save_pretrained(trainer.args.output_dir)
+
+
+def plain_vision_pose(cfg) -> None:
+    """Top-down heatmap regression, as a user would write it around transformers' ViTPose (which has no
+    training loss): a Dataset of person crops, a module adding the MSE-to-Gaussian loss, LoRA, Trainer.
+    The crop geometry (`make_sample`) is borrowed from the app: it is the data, not the training loop."""
+    import torch
+    from peft import get_peft_model
+    from transformers import (
+        Trainer,
+        VitPoseBackboneConfig,
+        VitPoseConfig,
+        VitPoseForPoseEstimation,
+        set_seed,
+    )
+    from vision_pose.data import CropSettings, flip_permutation, load_splits, make_sample
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    train_split, _ = load_splits(d, seed=t.seed)
+    names = train_split.schema.names
+    if m.model_type != "vitpose":
+        raise SystemExit("plain vision-pose: only random-init ViTPose (the tiny config)")
+    over = _overrides(m.config_overrides)
+    net = VitPoseForPoseEstimation(
+        VitPoseConfig(backbone_config=VitPoseBackboneConfig(**over), num_labels=len(names))
+    )
+    sigma = m.heatmap_sigma
+
+    class WithLoss(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixel_values, labels=None):
+            heatmaps = self.net(pixel_values=pixel_values).heatmaps
+            hh, hw = heatmaps.shape[-2:]
+            ys = torch.arange(hh, dtype=torch.float32).view(1, 1, hh, 1)
+            xs = torch.arange(hw, dtype=torch.float32).view(1, 1, 1, hw)
+            u, v, w = labels[..., 0, None, None], labels[..., 1, None, None], labels[..., 2]
+            target = torch.exp(-((xs - u) ** 2 + (ys - v) ** 2) / (2 * sigma**2))
+            err = ((heatmaps - target) ** 2).sum((-2, -1))
+            return {"loss": (err * w).sum() / w.sum().clamp(min=1.0), "heatmaps": heatmaps}
+
+    model = get_peft_model(WithLoss(net), _lora(lora))
+    h, w = net.config.backbone_config.image_size
+    with torch.no_grad():
+        hh, hw = net(pixel_values=torch.zeros(1, 3, h, w)).heatmaps.shape[-2:]
+    st = CropSettings(
+        h,
+        w,
+        hh,
+        hw,
+        padding=d.box_padding,
+        flip_prob=d.flip_prob,
+        rotation_deg=d.rotation_deg,
+        scale_jitter=d.scale_jitter,
+        flip_perm=flip_permutation(names),
+    )
+    import random
+
+    rng = random.Random(t.seed)
+    people = train_split.people[: d.max_train_samples] if d.max_train_samples else train_split.people
+
+    class Crops(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(people)
+
+        def __getitem__(self, i):
+            s = make_sample(train_split.pil[people[i]["image_id"]], people[i], st, rng)
+            return {"pixel_values": s["pixel_values"], "labels": s["labels"]}
+
+    args = _training_args(t, remove_unused_columns=False, label_names=["labels"])
+    trainer = Trainer(model=model, args=args, train_dataset=Crops())
+    trainer.train()
+    model.save_pretrained(trainer.args.output_dir)
+
+
 # import name -> plain script; an app without one is benchmarked for everything except overhead
 PLAIN = {
     "vision_cls": plain_vision_cls,
     "text_classifier": plain_text_classifier,
     "llm_chat": plain_llm_chat,
+    "vision_det": plain_vision_det,
+    "vision_pose": plain_vision_pose,
 }
