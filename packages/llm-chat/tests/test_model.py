@@ -131,3 +131,32 @@ def test_qlora_on_cpu_is_a_clear_error(tokenizer, monkeypatch):
     )
     with pytest.raises(UsageError, match="CUDA"):
         build_base(args, tokenizer, for_training=True)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_supervised_logits_only_keep_the_loss_and_gradients(tokenizer, packing):
+    """logits_to_keep + shift_labels: same loss and LoRA gradients, logits only where the loss looks."""
+    from llm_chat.model import keeps_logits_mask
+
+    rows = [
+        tokenize_dialog(tokenizer, dialog("你好", "您好！有什么可以帮您？", system="客服")),
+        tokenize_dialog(tokenizer, dialog("q", "a", "q2", "a two")),
+        tokenize_dialog(tokenizer, dialog("退款多久到账", "1-3个工作日。")),
+    ]
+    model = make_tiny_model(tokenizer)
+    assert keeps_logits_mask(model)
+    results = []
+    for supervised in (False, True):
+        model.zero_grad()
+        batch = collate_fn(rows, tokenizer.pad_token_id, packing=packing, supervised_logits=supervised)
+        out = model(**batch, use_cache=False)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((out.loss.detach(), out.logits.shape, grads))
+    (full_loss, full_shape, full_grads), (loss, shape, grads) = results
+    supervised_count = int((batch["labels"] != IGNORE_INDEX).sum())
+    assert shape[:-1] == (supervised_count,) and supervised_count < full_shape[0] * full_shape[1]
+    assert batch["shift_labels"].shape == (supervised_count,)
+    torch.testing.assert_close(loss, full_loss, atol=1e-5, rtol=0)
+    for name, g in full_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-5, rtol=1e-4, msg=name)

@@ -212,6 +212,33 @@ def build_model(model_args, lora_args, tokenizer, output_dir=None):
     return apply_lora(base, lora_args, task_type="CAUSAL_LM")
 
 
+def keeps_logits_mask(model) -> bool:
+    """Whether the model's forward takes a [B, T] bool `logits_to_keep` (LM head only on those positions).
+
+    Checked by one 4-token forward rather than by version: older transformers and custom models either
+    lack the argument or read it as a count, and training must then compute every position's logits.
+    """
+    import inspect
+
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return False
+    device = next(model.parameters()).device
+    keep = torch.tensor([[False, True, True, False]], device=device)
+    try:
+        with torch.no_grad():
+            out = model(
+                input_ids=torch.zeros_like(keep, dtype=torch.long), logits_to_keep=keep, use_cache=False
+            )
+    except (TypeError, ValueError, RuntimeError, IndexError):
+        return False
+    ok = tuple(out.logits.shape[:-1]) == (2,)
+    logger.info("logits: %s", "supervised positions only" if ok else "every position")
+    return ok
+
+
 def packing_is_exact(model, vocab_size: int, atol: float = 1e-4) -> bool:
     """Does this model keep attention per sample when dialogs are concatenated with restarting position_ids?
 

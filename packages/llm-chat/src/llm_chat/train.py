@@ -34,7 +34,7 @@ from .data import (
     read_dialogs,
     tokenize_dialogs,
 )
-from .model import build_model, build_tokenizer, load_for_cfg, packing_is_exact
+from .model import build_model, build_tokenizer, keeps_logits_mask, load_for_cfg, packing_is_exact
 from .predict import answer, gen_options
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,11 @@ def train(cfg) -> dict[str, float]:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         data_collator=partial(
-            collate_fn, pad_token_id=tokenizer.pad_token_id, packing=packing, pack_length=args.max_length
+            collate_fn,
+            pad_token_id=tokenizer.pad_token_id,
+            packing=packing,
+            pack_length=args.max_length,
+            supervised_logits=keeps_logits_mask(model),
         ),
         processing_class=tokenizer,
         callbacks=default_callbacks(args),
