@@ -95,3 +95,12 @@ def test_bare_cli_prints_help_without_heavy_imports(app):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "bundled configs:" in out.stdout and "tiny" in out.stdout
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_train_gathers_weights_on_every_rank_before_the_rank0_save(app):
+    """Under FSDP / ZeRO-3 the gather is a collective: it must run on all ranks, before `save_adapter`."""
+    src = next((app / "src").glob("*/train.py")).read_text()
+    body = src[src.index("def train(") :]
+    assert "state = full_state_dict(trainer)" in body and "state_dict=state" in body
+    assert body.index("full_state_dict(trainer)") < body.index("is_world_process_zero")

@@ -4,7 +4,13 @@ from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
 from lora_shared.models import from_pretrained, parse_overrides, resolve_model_path
 from lora_shared.peft import apply_lora
-from lora_shared.runs import last_complete_checkpoint, load_adapter, resolve_resume, save_adapter
+from lora_shared.runs import (
+    full_state_dict,
+    last_complete_checkpoint,
+    load_adapter,
+    resolve_resume,
+    save_adapter,
+)
 from lora_shared.testing import tiny_mlp as MLP
 from safetensors.torch import save_file
 
@@ -46,6 +52,38 @@ def test_adapter_round_trip_and_wrong_base(tmp_path):
         load_adapter(MLP(d=12), tmp_path)  # same names, other shapes
     with pytest.raises(UsageError, match="adapter directory not found"):
         load_adapter(MLP(), tmp_path / "nope")
+
+
+def test_sharded_training_saves_the_gathered_weights(tmp_path):
+    """FSDP / ZeRO-3: the adapter written is the one gathered by the collective, not rank 0's local tensors."""
+    from types import SimpleNamespace
+
+    model = apply_lora(MLP(), LoraArgs(lora_target_modules=["fc1"], lora_modules_to_save=["head"]))
+    gathered = {k: torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
+    calls = []
+
+    def get_state_dict(m):
+        calls.append(m)
+        return gathered
+
+    def trainer(fsdp=False, ds=False, stage=0):
+        acc = SimpleNamespace(
+            get_state_dict=get_state_dict,
+            state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage)),
+        )
+        return SimpleNamespace(accelerator=acc, model=model, is_fsdp_enabled=fsdp, is_deepspeed_enabled=ds)
+
+    assert full_state_dict(trainer()) is None and full_state_dict(trainer(ds=True, stage=2)) is None
+    assert not calls  # one process, DDP and ZeRO-2 hold whole tensors: nothing to gather
+    assert full_state_dict(trainer(ds=True, stage=3)) is gathered
+    state = full_state_dict(trainer(fsdp=True))
+    assert state is gathered and len(calls) == 2
+    save_adapter(model, tmp_path, state_dict=state)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in saved) and any("head" in k for k in saved)
+    assert all(torch.all(v == 0.5) for v in saved.values())
 
 
 def test_adapter_with_missing_weights_file(tmp_path):

@@ -137,8 +137,30 @@ def resolve_resume(train_args) -> str | None:
     return None
 
 
-def save_adapter(model, output_dir: str | os.PathLike, extra_json: dict[str, Any] | None = None) -> Path:
-    """Save the adapter (safetensors) + extra JSON files into output_dir; each file lands atomically."""
+def full_state_dict(trainer) -> dict | None:
+    """Call on EVERY rank after training; pass the result to `save_adapter` on rank 0.
+
+    Under FSDP and DeepSpeed ZeRO-3 each rank holds only a shard of every parameter, and gathering the full
+    tensors is a collective (a rank-0-only save would hang or write shards). Returns the gathered state
+    dict there, None where each rank already holds the whole model (one process, DDP, ZeRO-1/2).
+    """
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    zero3 = getattr(trainer, "is_deepspeed_enabled", False) and getattr(plugin, "zero_stage", 0) == 3
+    if getattr(trainer, "is_fsdp_enabled", False) or zero3:
+        return trainer.accelerator.get_state_dict(trainer.model)
+    return None
+
+
+def save_adapter(
+    model,
+    output_dir: str | os.PathLike,
+    extra_json: dict[str, Any] | None = None,
+    state_dict: dict | None = None,
+) -> Path:
+    """Save the adapter (safetensors) + extra JSON files into output_dir; each file lands atomically.
+
+    `state_dict`: the gathered weights from `full_state_dict` (sharded training); peft keeps the adapter's.
+    """
     import shutil
     import tempfile
 
@@ -148,7 +170,8 @@ def save_adapter(model, output_dir: str | os.PathLike, extra_json: dict[str, Any
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", suffix=".tmp", dir=out))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        kw = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, safe_serialization=True, **kw)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
         replace_files_from(tmp, out)

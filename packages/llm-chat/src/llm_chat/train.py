@@ -20,7 +20,7 @@ from lora_shared.io import atomic_write_text, replace_files_from
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import markdown_table, print_metrics
-from lora_shared.runs import resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
 from . import metrics as M
@@ -93,13 +93,14 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 6. Run: train (resuming if asked), held-out loss, save adapter + tokenizer + metrics
     result = trainer.train(resume_from_checkpoint=resolve_resume(args))
+    state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     metrics = dict(result.metrics)
     if eval_ds is not None:
         ev = trainer.evaluate()
         metrics.update(ev)
         metrics["eval_perplexity"] = M.perplexity(ev["eval_loss"])
     if trainer.is_world_process_zero():
-        save_adapter(model, out)
+        save_adapter(model, out, state_dict=state)
         save_tokenizer(tokenizer, out)
         metrics.update(trainable_report(model, out).as_dict())
         metrics.update(

@@ -15,7 +15,7 @@ from lora_shared.config import log_config, save_resolved_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
 from .data import build_collator, class_weights, load_splits, tokenize_dataset
@@ -68,10 +68,11 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 6. Run: train (resuming if asked), score the held-out split, save adapter + reports
     result = trainer.train(resume_from_checkpoint=resume)
+    state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     pred = trainer.predict(eval_tok, metric_key_prefix="eval")
     if not trainer.is_world_process_zero():
         return {}
-    save_adapter(model, out, {LABELS_FILE: {"labels": labels}})
+    save_adapter(model, out, {LABELS_FILE: {"labels": labels}}, state_dict=state)
     preds = _logits(pred.predictions).argmax(-1)
     save_confusion_png(pred.label_ids, preds, labels, out / "confusion_matrix.png", "held-out split")
     per_class = {f"eval_{k}": v for k, v in full_report(pred.label_ids, preds, labels).items()}

@@ -18,7 +18,7 @@ from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.plots import plot_confusion_matrix
 from lora_shared.reports import print_metrics
-from lora_shared.runs import resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
 from .data import SeededAugment, build_transforms, collate_fn, epoch_callback, load_splits, transform_batch
@@ -70,9 +70,10 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 6. Run: train (resuming if asked), score held-out data, save adapter + reports
     result = trainer.train(resume_from_checkpoint=resolve_resume(args))
+    state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     pred = trainer.predict(eval_ds, metric_key_prefix="eval")
     if trainer.is_world_process_zero():
-        save_adapter(model, out, {LABELS_FILE: {"labels": labels}})
+        save_adapter(model, out, {LABELS_FILE: {"labels": labels}}, state_dict=state)
         cm = confusion_matrix(pred.label_ids, pred.predictions.argmax(-1), len(labels))
         plot_confusion_matrix(cm, labels, out / "confusion_matrix.png", title="held-out split")
         metrics = {**result.metrics, **pred.metrics, **trainable_report(model, out).as_dict()}

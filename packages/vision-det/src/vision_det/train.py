@@ -15,7 +15,7 @@ from lora_shared.config import log_config, save_resolved_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
 from .data import align_categories, build_transforms, collate_fn, load_splits, transform_batch
@@ -69,9 +69,12 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 6. Run: train (resuming if asked), score held-out data, save adapter + reports
     result = trainer.train(resume_from_checkpoint=resolve_resume(args))
+    state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     pred = trainer.predict(eval_ds, metric_key_prefix="eval")
     if trainer.is_world_process_zero():
-        save_adapter(model, out, {LABELS_FILE: {"labels": labels, "categories": categories}})
+        save_adapter(
+            model, out, {LABELS_FILE: {"labels": labels, "categories": categories}}, state_dict=state
+        )
         metrics = {**result.metrics, **pred.metrics, **trainable_report(model, out).as_dict()}
         write_metrics(out, metrics)
         print_metrics("vision-det train", metrics, out)

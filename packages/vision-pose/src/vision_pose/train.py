@@ -15,7 +15,7 @@ from lora_shared.config import log_config, save_resolved_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
 from lora_shared.seed import seed_everything
 
 from .data import PoseDataset, collate_fn, default_sigmas, load_splits
@@ -108,6 +108,7 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 6. Run: train (resuming if asked), score held-out people in image space, save adapter + reports
     result = trainer.train(resume_from_checkpoint=resolve_resume(args))
+    state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     if not trainer.is_world_process_zero():
         return {}
     info = {
@@ -117,7 +118,7 @@ def train(cfg) -> dict[str, float]:
         "heatmap_height": eval_st.heatmap_height,
         "heatmap_width": eval_st.heatmap_width,
     }
-    save_adapter(model, out, {KEYPOINTS_FILE: info})
+    save_adapter(model, out, {KEYPOINTS_FILE: info}, state_dict=state)
     ev, results, preds = score_split(
         model,
         eval_split,
