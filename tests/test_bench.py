@@ -177,3 +177,33 @@ def test_markdown_tables_from_known_numbers():
     # llm-chat's offline packed bf16 run: 2e6 FLOP/token x 2500 tokens/s = 5 GFLOP/s of the 4 GFLOP/s bf16 peak
     assert "| llm-chat | offline, packed | bf16 |" in md and "**125.0%** (met)" in md
     assert "- vision-det: no cli.py yet" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["vision_cls", "vision_det", "vision_pose", "text_classifier", "llm_chat"])
+def test_plain_script_does_the_same_work_as_our_train(module, tmp_path):
+    """The overhead ratio is only meaningful if both sides train on the same batches: same samples (and real
+    tokens) per step, every step timed, the loss moving on both."""
+    import subprocess
+
+    from bench_plain import PLAIN
+
+    assert module in PLAIN
+    flags = bench.base_flags("tiny", 3, tmp_path / "out")
+    if module == "llm_chat":
+        flags += ["--packing", "false"]  # the plain script pads
+    runs = {}
+    for mode in ("ours", "plain"):
+        result = tmp_path / f"{mode}.json"
+        cmd = [sys.executable, str(TOOLS / "bench_worker.py"), "--app", module, "--mode", mode]
+        cmd += ["--result", str(result), "--threads", "1", "--", *flags]
+        env = {"PYTHONPATH": str(TOOLS), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, **env})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        run = json.loads(result.read_text())["runs"][0]
+        assert "error" not in run, run
+        runs[mode] = run
+    ours, plain = runs["ours"], runs["plain"]
+    assert len(ours["step_times"]) == len(plain["step_times"]) == 3
+    assert ours["samples"] == plain["samples"] and sum(ours["samples"]) > 0
+    assert ours["tokens"] == plain["tokens"]
