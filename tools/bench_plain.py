@@ -78,7 +78,9 @@ def plain_vision_cls(cfg) -> None:
         from lora_shared.models import resolve_model_path
 
         path = resolve_model_path(m.model_name_or_path)
-        model = AutoModelForImageClassification.from_pretrained(path, ignore_mismatched_sizes=True, **kw)
+        model = AutoModelForImageClassification.from_pretrained(
+            path, ignore_mismatched_sizes=True, dtype=torch.float32, **kw
+        )
     size = m.image_size or getattr(model.config, "image_size", 224)
     model = get_peft_model(model, _lora(lora))
 
@@ -115,6 +117,7 @@ def plain_vision_cls(cfg) -> None:
 
 def plain_text_classifier(cfg) -> None:
     """HF sequence-classification LoRA guide: tokenise with map, DataCollatorWithPadding, Trainer."""
+    import torch
     from peft import get_peft_model
     from text_classifier.data import load_splits
     from transformers import (
@@ -143,7 +146,11 @@ def plain_text_classifier(cfg) -> None:
 
         path = resolve_model_path(m.model_name_or_path)
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, ignore_mismatched_sizes=True, **kw)
+        # fp32 like the app: transformers 5 loads the checkpoint's dtype by default (bf16 for Gemma-3), which
+        # on a CPU without native bf16 made this side 28x slower and half the memory: not the same work
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, ignore_mismatched_sizes=True, dtype=torch.float32, **kw
+        )
     model = get_peft_model(model, _lora(lora, "SEQ_CLS"))
 
     def tokenize(batch):
