@@ -105,3 +105,25 @@ def test_read_prompts(tmp_path):
 
     with pytest.raises(UsageError, match="bad.jsonl:1"):
         P.read_prompts([str(tmp_path / "bad.jsonl")])
+
+
+def test_scoring_is_plain_greedy_while_chat_keeps_its_repetition_penalty():
+    """eval/compare score plain greedy answers (penalty 1.0); chat/predict keep the sampling defaults."""
+    from llm_chat.cli import APP
+    from llm_chat.predict import gen_options
+    from lora_shared.cli import build_config
+
+    def infer(command, *flags):
+        cfg, _ = build_config(
+            APP, next(c for c in APP.commands if c.name == command), ["--config", "tiny", *flags]
+        )
+        return next(g for g in cfg.groups() if hasattr(g, "score_repetition_penalty"))
+
+    scored = gen_options(infer("compare"), greedy=True)
+    assert scored["repetition_penalty"] == 1.0 and scored["temperature"] == 0.0
+    chat = gen_options(infer("chat"))
+    assert chat["repetition_penalty"] == 1.1 and chat["temperature"] == 0.7
+    assert (
+        gen_options(infer("eval", "--score_repetition_penalty", "1.2"), greedy=True)["repetition_penalty"]
+        == 1.2
+    )

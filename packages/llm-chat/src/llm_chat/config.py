@@ -147,6 +147,14 @@ class ChatPredictArgs:
     top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling mass, 0..1."})
     top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens (0 = off)."})
     repetition_penalty: float = field(default=1.1, metadata={"help": "Penalty > 1 discourages repeats."})
+    score_repetition_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "eval/compare: repetition penalty of the scored greedy answers. 1.0 = plain greedy, the "
+            "usual way to score; chat's 1.1 also penalises every prompt token and, in byte-level vocabularies "
+            "(SmolLM2), the byte tokens Chinese characters share, which derails recalled answers."
+        },
+    )
     stop: list[str] = field(default_factory=list, metadata={"help": "Extra stop strings."})
     json: bool = field(default=False, metadata={"help": "predict: print one JSON object per prompt."})
     questions: str | None = field(

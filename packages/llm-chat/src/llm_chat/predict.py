@@ -165,13 +165,13 @@ def answer(model, tokenizer, messages: list[dict], **gen) -> dict:
 
 
 def gen_options(infer, greedy: bool = False) -> dict:
-    """Generation keyword arguments from the parsed ChatPredictArgs."""
+    """Generation keyword arguments from the parsed ChatPredictArgs; `greedy` = how eval/compare score."""
     return {
         "max_new_tokens": infer.max_new_tokens,
         "temperature": 0.0 if greedy else infer.temperature,
         "top_p": infer.top_p,
         "top_k": infer.top_k,
-        "repetition_penalty": infer.repetition_penalty,
+        "repetition_penalty": infer.score_repetition_penalty if greedy else infer.repetition_penalty,
         "stop": list(infer.stop),
     }
 
