@@ -183,8 +183,8 @@ def test_markdown_tables_from_known_numbers():
 @pytest.mark.parametrize("module", ["vision_cls", "vision_det", "vision_pose", "text_classifier", "llm_chat"])
 def test_plain_script_does_the_same_work_as_our_train(module, tmp_path):
     """The overhead ratio is only meaningful if both sides train on the same batches: same samples (and real
-    tokens) per step, every step timed, the loss moving on both."""
-    import subprocess
+    tokens) per step, every step timed. Runs the bench's own worker launcher, as `make bench` does."""
+    from types import SimpleNamespace
 
     from bench_plain import PLAIN
 
@@ -192,15 +192,14 @@ def test_plain_script_does_the_same_work_as_our_train(module, tmp_path):
     flags = bench.base_flags("tiny", 3, tmp_path / "out")
     if module == "llm_chat":
         flags += ["--packing", "false"]  # the plain script pads
+    app = bench.AppInfo(module.replace("_", "-"), module, ["tiny"])
+    opts = SimpleNamespace(threads=1, timeout=600)
     runs = {}
     for mode in ("ours", "plain"):
-        result = tmp_path / f"{mode}.json"
-        cmd = [sys.executable, str(TOOLS / "bench_worker.py"), "--app", module, "--mode", mode]
-        cmd += ["--result", str(result), "--threads", "1", "--", *flags]
-        env = {"PYTHONPATH": str(TOOLS), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, **env})
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        run = json.loads(result.read_text())["runs"][0]
+        log = tmp_path / f"{mode}.log"
+        res = bench.run_worker(app, mode, [bench.Variant("tiny", flags)], opts, log)
+        assert res is not None, log.read_text()[-2000:]
+        run = res["runs"][0]
         assert "error" not in run, run
         runs[mode] = run
     ours, plain = runs["ours"], runs["plain"]

@@ -142,9 +142,8 @@ def offline_model_of(app: AppInfo) -> str | None:
     spec = importlib.util.find_spec(app.module)
     path = Path(spec.origin).parent / "configs" / "offline.yaml"
     cfg = yaml.safe_load(path.read_text()) or {}
-    name = cfg.get("model_name_or_path") or cfg.get(
-        "backbone"
-    )  # vision-det: a random DETR, pretrained backbone
+    # vision-det's offline detector is random-init around a pretrained backbone: that is its offline model
+    name = cfg.get("model_name_or_path") or cfg.get("backbone")
     if name and (offline_models_dir() / name).is_dir():
         return name
     return None
@@ -492,17 +491,6 @@ def _images_per_s(ds, collate, batch: int = 32) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _app_config(module: str, flags: list[str]):
-    """The app's resolved `train` config for these flags (what its train() would receive)."""
-    import importlib
-
-    from lora_shared.cli import build_config
-
-    app = importlib.import_module(f"{module}.cli").APP
-    cfg, _ = build_config(app, next(c for c in app.commands if c.name == "train"), flags)
-    return cfg
-
-
 def _pipeline_cls(opts) -> dict:
     from functools import partial
 
@@ -524,11 +512,12 @@ def _pipeline_det(opts) -> dict:
     import logging
     from functools import partial
 
+    from bench_plain import app_config
     from vision_det.data import build_transforms, collate_fn, load_splits, transform_batch
     from vision_det.model import build_processor
 
     logging.disable(logging.INFO)
-    cfg = _app_config(
+    cfg = app_config(
         "vision_det", ["--config", "tiny", "--shapes_train_images", "16" if opts.quick else "64"]
     )
     train, _, _ = load_splits(cfg.data, seed=0)
@@ -542,11 +531,12 @@ def _pipeline_pose(opts) -> dict:
     """vision-pose tiny: per-person affine crops with flip/rotation/scale jitter and heatmap labels."""
     import logging
 
+    from bench_plain import app_config
     from vision_pose.data import PoseDataset, collate_fn, load_splits
     from vision_pose.model import build_base, crop_settings
 
     logging.disable(logging.INFO)
-    cfg = _app_config("vision_pose", ["--config", "tiny", "--figures_train", "16" if opts.quick else "64"])
+    cfg = app_config("vision_pose", ["--config", "tiny", "--figures_train", "16" if opts.quick else "64"])
     train, _ = load_splits(cfg.data, seed=0)
     base = build_base(cfg.model, train.schema.num_keypoints)
     st = crop_settings(cfg.model, cfg.data, base, train.schema.names, train=True)

@@ -49,6 +49,17 @@ def _lora(lora, task_type=None):
     )
 
 
+def app_config(module: str, flags: list[str]):
+    """The app's resolved `train` config for these flags: exactly what its train() receives."""
+    import importlib
+
+    from lora_shared.cli import build_config
+
+    app = importlib.import_module(f"{module}.cli").APP
+    cfg, _ = build_config(app, next(c for c in app.commands if c.name == "train"), flags)
+    return cfg
+
+
 def _overrides(s: str | None) -> dict:
     """'a=1,b=[2,3]' -> {'a': 1, 'b': [2, 3]}: the same YAML-valued key=value strings the configs hold."""
     from lora_shared.models import parse_overrides
@@ -318,6 +329,8 @@ def plain_vision_pose(cfg) -> None:
     """Top-down heatmap regression, as a user would write it around transformers' ViTPose (which has no
     training loss): a Dataset of person crops, a module adding the MSE-to-Gaussian loss, LoRA, Trainer.
     The crop geometry (`make_sample`) is borrowed from the app: it is the data, not the training loop."""
+    import random
+
     import torch
     from peft import get_peft_model
     from transformers import (
@@ -371,8 +384,6 @@ def plain_vision_pose(cfg) -> None:
         scale_jitter=d.scale_jitter,
         flip_perm=flip_permutation(names),
     )
-    import random
-
     rng = random.Random(t.seed)
     people = train_split.people[: d.max_train_samples] if d.max_train_samples else train_split.people
 

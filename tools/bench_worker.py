@@ -167,13 +167,9 @@ def run_ours(module: str, flags: list[str]) -> None:
 
 
 def run_plain(module: str, flags: list[str]) -> None:
-    from bench_plain import PLAIN
-    from lora_shared.cli import build_config
+    from bench_plain import PLAIN, app_config
 
-    app = importlib.import_module(f"{module}.cli").APP
-    command = next(c for c in app.commands if c.name == "train")
-    cfg, _ = build_config(app, command, flags)
-    PLAIN[module](cfg)
+    PLAIN[module](app_config(module, flags))
 
 
 def main(argv: list[str] | None = None) -> int:
