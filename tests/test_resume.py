@@ -143,7 +143,7 @@ def _reference(app: str, argv: list[str], cli, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(("app", "argv"), list(APPS.values()))
 def test_sigkill_then_resume_matches_uninterrupted_run(app, argv, tmp_path, tmp_path_factory, capsys):
-    from lora_shared.runs import last_complete_checkpoint
+    from lora_shared.runs import STAGE_DIR, last_complete_checkpoint
 
     cli = _require(app)
     ref = _reference(app, argv, cli, tmp_path_factory)
@@ -157,6 +157,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(app, argv, tmp_path, tmp_
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "adapter_model.safetensors").exists(), "the run finished before the kill"
+    # What the run writes before its adapter (base, config) is staged: nothing was published half-way.
+    assert (out / STAGE_DIR / "resolved_config.yaml").is_file()
+    assert not (out / "resolved_config.yaml").exists() and not (out / "base_model").exists()
     newest = last_complete_checkpoint(out)
     step = int(newest.name.split("-")[1])
     assert step < MAX_STEPS
@@ -180,6 +183,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(app, argv, tmp_path, tmp_
     assert _final_loss(out) == pytest.approx(_final_loss(ref), abs=1e-5)
     _assert_same_adapter(out, ref)
     assert not list(out.glob(".adapter.*")), "temp dirs left behind"
+    assert (out / "resolved_config.yaml").is_file() and not (out / STAGE_DIR).exists()
 
 
 @pytest.mark.parametrize(("app", "argv"), list(APPS.values()))
@@ -220,6 +224,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_resume_hint(
     assert ckpt.name == "checkpoint-2" and is_complete_checkpoint(ckpt)  # saved off-schedule (save_steps=3)
     assert not (out / "adapter_model.safetensors").exists()  # no final adapter from an interrupted run
     assert signal.getsignal(signal.SIGINT) is handler_before  # the CLI handed SIGINT back
+
+    # Forgetting --resume is refused (a fresh run would write over these checkpoints), before any work.
+    assert cli.main(["train", *argv, *COMMON, "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{app} train: error: --output_dir {out}: holds checkpoints of an unfinished run" in err, err
+    assert "--resume" in err and is_complete_checkpoint(ckpt)
 
     # Resuming from the Ctrl-C checkpoint also ends where the uninterrupted run ends.
     assert cli.main(["train", *argv, *COMMON, "--output_dir", str(out), "--resume"]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,49 @@ def test_vision_cls_run_dir_holds_no_pickles(tmp_path):
     for ckpt in checkpoints:
         assert not (ckpt / "training_args.bin").exists()
         assert (ckpt / "adapter_model.safetensors").is_file()
+
+
+_MODEL_CLASS = re.compile(r"(^|\.)(Auto\w*Model\w*|\w+Model|\w+For[A-Z]\w*)$")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_model_weights_load_only_from_safetensors(path):
+    """A direct `<ModelClass>.from_pretrained(...)` passes use_safetensors=True, or transformers would unpickle
+    a pytorch_model.bin it finds. (lora_shared.models.from_pretrained adds it; peft adapters are checked by
+    lora_shared.cli.find_adapter_dir.)"""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for call in _calls(tree):
+        name = _name(call.func)
+        if not name.endswith(".from_pretrained"):
+            continue
+        owner = name.rsplit(".", 1)[0]
+        if not _MODEL_CLASS.search(owner) or owner.split(".")[-1].startswith("Peft"):
+            continue
+        kw = {k.arg: k.value for k in call.keywords}
+        v = kw.get("use_safetensors")
+        assert isinstance(v, ast.Constant) and v.value is True, (
+            f"{path.relative_to(ROOT)}:{call.lineno}: {name} without use_safetensors=True "
+            "(or load through lora_shared.models.from_pretrained)"
+        )
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_pickle_only_base_model_is_refused_with_the_convert_command(app, tmp_path, capsys):
+    """--model_name_or_path DIR holding only pytorch_model.bin: exit 2 naming the dir and the exact
+    convert-pickle command, before any data is read or model built (no run dir is created)."""
+    import torch
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(2)}, base / "pytorch_model.bin")
+    cli = importlib.import_module(f"{_mod(app)}.cli")
+    out = tmp_path / "out"
+    argv = ["train", "--config", "tiny", "--model_type", "", "--model_name_or_path", str(base)]
+    assert cli.main([*argv, "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"{app} train: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    command = f"python -m lora_shared.runs convert-pickle {base / 'pytorch_model.bin'} --allow_pickle"
+    assert lines[0].startswith(f"{app} train: error: {base}: has only pickle weights") and command in lines[0]
+    assert not out.exists()

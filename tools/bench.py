@@ -229,6 +229,7 @@ def base_flags(config: str, steps: int, out: Path) -> list[str]:
         "none",
         "--output_dir",
         str(out),
+        "--overwrite_output_dir",  # every round trains into the same dir
         "--seed",
         "0",
     ]

@@ -361,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     for i, app in enumerate(runnable, 1):
         run_dir = args.output_dir / app.name
         own = read_yaml(offline_config_path(app.module))
-        extra = override_args(app.overrides, app_flags(app.module), args.budget_scale, own)
+        flags = app_flags(app.module)
+        extra = override_args(app.overrides, flags, args.budget_scale, own)
+        if "overwrite_output_dir" in flags:  # a new demo replaces the last one's run (else: exit 2)
+            extra.append("--overwrite_output_dir")
         cmd = [
             sys.executable,
             "-m",

@@ -151,3 +151,119 @@ def test_bad_cli_value_is_one_usage_line(capsys):
     with pytest.raises(UsageError, match="max_steps"):
         parse_config(TYPES, ["--max_steps", "many"])
     assert "usage:" not in capsys.readouterr().err
+
+
+# ---- validate_args: values no run can use fail before any data or model work (issue 14)
+def _parsed(tmp_path, *flags):
+    return parse_config(TYPES, ["--output_dir", str(tmp_path), *flags])
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--learning_rate", "-1"], "--learning_rate -1.0: must be a finite number > 0"),
+        (["--learning_rate", "0"], "--learning_rate 0.0: must be a finite number > 0"),
+        (["--learning_rate", "nan"], "--learning_rate nan: not a number"),
+        (["--learning_rate", "inf"], "--learning_rate inf: must be a finite number"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size 0: must be an integer >= 1"),
+        (["--per_device_train_batch_size", "-4"], "--per_device_train_batch_size -4"),
+        (["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size 0: must be an integer >= 1"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps 0"),
+        (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be a finite number >= 0"),
+        (["--weight_decay", "nan"], "--weight_decay nan"),
+        (["--max_grad_norm", "-1"], "--max_grad_norm -1.0"),
+        (["--lora_r", "0"], "--lora_r 0: must be an integer >= 1"),
+        (["--lora_alpha", "0"], "--lora_alpha 0: must be a number > 0"),
+        (["--lora_alpha", "-8"], "--lora_alpha -8"),
+        (["--lora_dropout", "1"], "--lora_dropout 1.0: must be a probability in [0, 1)"),
+        (["--lora_dropout", "-0.1"], "--lora_dropout -0.1"),
+        (["--lora_bias", "some"], "--lora_bias 'some': must be one of none | all | lora_only"),
+        (["--max_steps", "0"], "--max_steps 0: would train nothing"),
+        (["--num_train_epochs", "0"], "--num_train_epochs 0.0: would train nothing"),
+        (["--max_steps", "-7", "--num_train_epochs", "-1"], "--num_train_epochs -1.0: would train nothing"),
+        (["--num_train_epochs", "inf"], "--num_train_epochs inf: must be a finite number"),
+    ],
+)
+def test_train_values_no_run_can_use_are_named(tmp_path, flags, needle):
+    from lora_shared.config import validate_args
+
+    with pytest.raises(UsageError) as e:
+        validate_args(_parsed(tmp_path, *flags), "train")
+    assert needle in str(e.value)
+    assert "pass " in str(e.value)  # every message says what to pass instead
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],  # the defaults
+        ["--max_steps", "5", "--num_train_epochs", "0"],  # max_steps > 0 overrides the epochs (HF)
+        ["--max_steps", "-1", "--num_train_epochs", "0.5"],
+        ["--learning_rate", "1e-6", "--lora_dropout", "0", "--weight_decay", "0", "--lora_alpha", "1"],
+    ],
+)
+def test_valid_training_values_pass(tmp_path, flags):
+    from lora_shared.config import validate_args
+
+    validate_args(_parsed(tmp_path, *flags), "train")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export", "chat"])
+def test_other_commands_ignore_training_only_values(tmp_path, command):
+    """eval/predict never train: a training knob they do not use must not refuse them; the eval batch
+    size (they batch by it) and NaN are still checked."""
+    from lora_shared.config import validate_args
+
+    flags = [
+        "--max_steps",
+        "0",
+        "--learning_rate",
+        "-1",
+        "--per_device_train_batch_size",
+        "0",
+        "--lora_r",
+        "0",
+    ]
+    validate_args(_parsed(tmp_path, *flags), command)
+    with pytest.raises(UsageError, match="--per_device_eval_batch_size 0"):
+        validate_args(_parsed(tmp_path, "--per_device_eval_batch_size", "0"), command)
+    with pytest.raises(UsageError, match="--weight_decay nan: not a number"):
+        validate_args(_parsed(tmp_path, "--weight_decay", "nan"), command)
+
+
+def test_warmup_ratio_outside_0_1_is_refused(tmp_path):
+    from lora_shared.config import validate_args
+
+    @dataclass
+    class WithWarmupRatio(TrainExtras, TrainingArguments):  # the apps add it: transformers 5 dropped it
+        warmup_ratio: float = field(default=0.0, metadata={"help": "warm-up fraction"})
+
+    types = (DataArgs, LoraArgs, WithWarmupRatio)
+    for bad in ("1.5", "-0.1"):
+        groups = parse_config(types, ["--output_dir", str(tmp_path), "--warmup_ratio", bad])
+        with pytest.raises(UsageError, match=r"--warmup_ratio .*must be a fraction of the steps in \[0, 1\]"):
+            validate_args(groups, "train")
+    validate_args(parse_config(types, ["--output_dir", str(tmp_path), "--warmup_ratio", "1"]), "train")
+
+
+def test_yaml_values_are_validated_like_flags(tmp_path):
+    from lora_shared.config import validate_args
+
+    layer = load_yaml(write(tmp_path, "max_steps: 0\n"), TYPES)
+    groups = parse_config(TYPES, ["--output_dir", str(tmp_path)], yaml_layers=[layer])
+    with pytest.raises(UsageError, match="--max_steps 0"):
+        validate_args(groups, "train")
+
+
+def test_pickle_only_base_model_dir_is_refused_at_config_time(tmp_path):
+    import torch
+    from lora_shared.config import ModelArgs, validate_args
+
+    base = tmp_path / "base"
+    base.mkdir()
+    torch.save({"w": torch.zeros(2)}, base / "pytorch_model.bin")
+    groups = (ModelArgs(model_name_or_path=str(base)), *_parsed(tmp_path))
+    with pytest.raises(UsageError, match=r"convert-pickle .*pytorch_model.bin --allow_pickle"):
+        validate_args(groups, "predict")
+    # model_type builds a random model: model_name_or_path is not read, nothing to refuse.
+    validate_args((ModelArgs(model_name_or_path=str(base), model_type="vit"), *_parsed(tmp_path)), "train")

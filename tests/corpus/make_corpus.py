@@ -49,6 +49,9 @@ class Case:
     mutate: str | None = None  # name of a MUTATIONS entry applied to the copied run
     slow: bool = False
     xfail: str | None = None  # a known gap, with the fix it needs (shown in the report)
+    # Data-loss guard: paths (placeholders allowed) whose files must all still exist, byte-identical, after
+    # the command, whatever it returned. New files may appear there only when the case expects "ok".
+    keep: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -160,11 +163,27 @@ def _pickle_only(run: Path) -> None:
     p.unlink()
 
 
+def _user_files(run: Path) -> None:
+    """A user keeps their own files in and under the run dir (what the issue-14 probe lost)."""
+    write_text(run / "thesis.txt", "years of work\n")
+    write_text(run / "notes" / "thesis.txt", "the only copy\n")
+
+
+def _previous_export(run: Path) -> None:
+    """`<run>/merged` as an earlier `export` left it: marked by its manifest, so export may replace it."""
+    from lora_shared.runs import export_writer
+
+    with export_writer(run / "merged", run) as tmp:
+        write_bytes(tmp / "model.safetensors", b"an older merge")
+
+
 MUTATIONS: dict[str, Callable[[Path], None]] = {
     "drop_weights": _drop_weights,
     "truncate_weights": _truncate_weights,
     "break_adapter_config": _break_adapter_config,
     "pickle_only": _pickle_only,
+    "user_files": _user_files,
+    "previous_export": _previous_export,
 }
 
 
@@ -814,6 +833,360 @@ def llm_chat_cases(root: Path) -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------- cross-app cases (issue 14)
+def run_dir_safety_cases(root: Path) -> list[Case]:
+    """export / train / re-runs never delete or overwrite a file they did not create (every app)."""
+    not_a_dir = write_text(root / "run-dir" / "results.txt", "a user's file where the run dir should be\n")
+    export = ["export", "--adapter_dir", "{run}"]
+    # The run's own files, which an export over a previous export (an "ok" case, so new files are fine)
+    # must leave as they are.
+    run_files = ["{run}/adapter_model.safetensors", "{run}/adapter_config.json", "{run}/resolved_config.yaml"]
+    cases = []
+    for app in APPS:
+        cases += [
+            Case(
+                app,
+                "run-dir-export-into-run",
+                [*export, "--export_dir", "{run}"],
+                match=["--export_dir", "is the run directory"],
+                needs_run=True,
+                mutate="user_files",
+                keep=["{run}"],
+            ),
+            Case(
+                app,
+                "run-dir-export-into-user-dir",
+                [*export, "--export_dir", "{run}/notes"],
+                match=["notes", "thesis.txt", "not a previous export"],
+                needs_run=True,
+                mutate="user_files",
+                keep=["{run}"],
+            ),
+            Case(
+                app,
+                "run-dir-export-into-parent",
+                [*export, "--export_dir", "{run}/.."],
+                match=["--export_dir", "parent of the run directory"],
+                needs_run=True,
+                keep=["{run}"],
+            ),
+            Case(
+                app,
+                "run-dir-export-over-previous-export",
+                export,
+                "ok",
+                needs_run=True,
+                mutate="previous_export",
+                keep=run_files,
+            ),
+            Case(
+                app,
+                "run-dir-train-into-finished-run",
+                ["train", "--config", "tiny", "--max_steps", "1", "--output_dir", "{run}"],
+                match=["--output_dir", "holds a finished run", "--overwrite_output_dir", "--resume"],
+                needs_run=True,
+                keep=["{run}"],
+            ),
+            Case(
+                app,
+                "run-dir-train-output-is-a-file",
+                ["train", "--config", "tiny", "--max_steps", "1", "--output_dir", str(not_a_dir)],
+                match=["results.txt", "is a file"],
+                keep=[str(not_a_dir)],
+            ),
+        ]
+    return cases
+
+
+def argument_cases(root: Path) -> list[Case]:
+    """Bad hyper-parameters, output dirs and adapter configs: one exit-2 line before any model is built."""
+    d = root / "arguments"
+    tiny = ["--config", "tiny", "--output_dir", "{out}"]
+    # flag values -> what the error line must say besides the flag (lora_shared.config.validate_args)
+    bad_values: dict[str, tuple[list[str], str]] = {
+        "lr-negative": (["--learning_rate", "-1"], "finite number > 0"),
+        "lr-nan": (["--learning_rate", "nan"], "not a number"),
+        "lr-inf": (["--learning_rate", "inf"], "finite number > 0"),
+        "train-batch-zero": (["--per_device_train_batch_size", "0"], "integer >= 1"),
+        "train-batch-negative": (["--per_device_train_batch_size", "-2"], "integer >= 1"),
+        "eval-batch-zero": (["--per_device_eval_batch_size", "0"], "integer >= 1"),
+        "grad-accum-zero": (["--gradient_accumulation_steps", "0"], "integer >= 1"),
+        "weight-decay-negative": (["--weight_decay", "-0.1"], "finite number >= 0"),
+        "weight-decay-nan": (["--weight_decay", "nan"], "not a number"),
+        "warmup-ratio-above-1": (["--warmup_ratio", "1.5"], "[0, 1]"),
+        "lora-r-zero": (["--lora_r", "0"], "integer >= 1"),
+        "lora-alpha-zero": (["--lora_alpha", "0"], "number > 0"),
+        "lora-alpha-negative": (["--lora_alpha", "-16"], "number > 0"),
+        "lora-dropout-one": (["--lora_dropout", "1"], "[0, 1)"),
+        "max-steps-zero": (["--max_steps", "0"], "would train nothing"),
+        "epochs-zero": (["--max_steps", "-1", "--num_train_epochs", "0"], "would train nothing"),
+        "epochs-negative": (["--max_steps", "-1", "--num_train_epochs", "-2"], "would train nothing"),
+    }
+    cases = []
+    # Every value for a vision app and the LLM app; a rotating third app, and max_steps 0 for all five.
+    others = ["text-classifier", "vision-det", "vision-pose"]
+    for i, (name, (flags, cause)) in enumerate(bad_values.items()):
+        apps = ["vision-cls", "llm-chat", others[i % 3]]
+        if name == "max-steps-zero":
+            apps = list(APPS)
+        flag = flags[-2]
+        for app in apps:
+            cases.append(Case(app, f"arg-{name}", ["train", *tiny, *flags], match=[flag, cause]))
+
+    # eval/predict are not refused over training knobs they do not use; the eval batch size still counts.
+    predict_input = {
+        "vision-cls": str(write_image(d / "cat.png")),
+        "llm-chat": "您好，我的订单什么时候发货？",
+    }
+    for app, x in predict_input.items():
+        pred = ["predict", x, "--adapter_dir", "{run}"]
+        cases += [
+            Case(
+                app,
+                "arg-predict-ignores-training-values",
+                [*pred, "--max_steps", "0", "--learning_rate", "-1", "--lora_r", "0"],
+                expect="ok",
+                needs_run=True,
+            ),
+            Case(
+                app,
+                "arg-predict-eval-batch-zero",
+                [*pred, "--per_device_eval_batch_size", "0"],
+                match=["--per_device_eval_batch_size", "integer >= 1"],
+                needs_run=True,
+                keep=["{run}"],
+            ),
+        ]
+
+    # An adapter_config.json edited by hand: the key, the bad value and the fix, before peft sees it.
+    def alpha_not_a_number(run: Path) -> None:
+        p = run / "adapter_config.json"
+        p.write_text(json.dumps({**json.loads(p.read_text()), "lora_alpha": "big"}))
+
+    MUTATIONS.setdefault("adapter_alpha_not_a_number", alpha_not_a_number)  # registered here: cases own it
+    for app, x in predict_input.items():
+        cases.append(
+            Case(
+                app,
+                "arg-adapter-alpha-not-a-number",
+                ["predict", x, "--adapter_dir", "{run}"],
+                match=["adapter_config.json", "lora_alpha", '"big"', "a number > 0"],
+                needs_run=True,
+                mutate="adapter_alpha_not_a_number",
+                keep=["{run}"],
+            )
+        )
+
+    # A base model dir holding only pytorch_model.bin: refused with the exact convert command.
+    import torch
+
+    pickled = d / "pickle_only_base"
+    write_json(pickled / "config.json", {"model_type": "vit"})
+    torch.save({"w": torch.zeros(2)}, pickled / "pytorch_model.bin")
+    convert = f"convert-pickle {pickled / 'pytorch_model.bin'} --allow_pickle"
+    for app in ("vision-cls", "llm-chat", "text-classifier"):
+        cases.append(
+            Case(
+                app,
+                "arg-base-model-pickle-only",
+                ["train", *tiny, "--model_type", "", "--model_name_or_path", str(pickled)],
+                match=[str(pickled), "only pickle weights", convert],
+                keep=[str(pickled)],
+            )
+        )
+    return cases
+
+
+def vision_input_safety_cases(root: Path) -> list[Case]:
+    """predict never writes over its inputs or a run's own files; EXIF orientation is applied."""
+    from PIL import Image
+
+    d = root / "input-safety"
+
+    def phone_photo(path: Path, size=(64, 48)) -> Path:
+        """A phone photo held upright: stored landscape `size`, EXIF Orientation 6 (shown turned 90 degrees)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        _img("RGB", size, 11).save(path, exif=exif)
+        return path
+
+    def phone_det_set(name: str, declared: tuple[int, int]) -> str:
+        """The COCO det base set plus a phone photo whose entry says `declared`; its box lies below the
+        stored 48 px height, inside the 48x64 shown image."""
+        obj = coco_det(d / "det")
+        phone_photo(d / "det" / "images" / "phone.jpg")
+        obj["images"].append(
+            {"id": 4, "file_name": "images/phone.jpg", "width": declared[0], "height": declared[1]}
+        )
+        box = {"bbox": [10.0, 50.0, 20.0, 10.0], "area": 200.0, "iscrowd": 0}
+        obj["annotations"].append({"id": 4, "image_id": 4, "category_id": 1, **box})
+        return str(write_json(d / "det" / f"{name}.json", obj))
+
+    det_pngs = d / "det-predict-png"  # predict --predictions_dir <the photos' folder>: 0.png over 0.png
+    for i in range(2):
+        write_image(det_pngs / f"{i}.png", size=(64, 48), seed=i)
+    det_jpgs = d / "det-predict-jpg"  # ... with JPEGs the drawn PNGs land next to them, photos untouched
+    for i in range(2):
+        write_image(det_jpgs / f"{i}.jpg", size=(64, 48), seed=i)
+    pose_img = write_image(d / "pose" / "person.png", size=(48, 64))
+    cls_phone = phone_photo(d / "cls" / "phone.jpg", (40, 30))
+    det_phone = phone_photo(d / "det-phone" / "phone.jpg")
+    pose_phone = phone_photo(d / "pose-phone" / "phone.jpg")
+    pose_coco = coco_pose(d / "pose")
+    phone_photo(d / "pose" / "images" / "phone.jpg")
+    pose_coco["images"].append({"id": 4, "file_name": "images/phone.jpg", "width": 64, "height": 48})
+    pose_coco["annotations"].append({**pose_coco["annotations"][0], "id": 4, "image_id": 4})
+    pose_stored = str(write_json(d / "pose" / "phone_stored_size.json", pose_coco))
+    phone_shown = phone_det_set("phone_shown", (48, 64))
+    tiny = ["--config", "tiny", "--output_dir", "{out}"]
+    return [
+        Case(
+            "vision-det",
+            "predict-into-the-input-folder",
+            ["predict", str(det_pngs), "--adapter_dir", "{run}", "--predictions_dir", str(det_pngs)],
+            match=["0.png", "overwrite the input", "--predictions_dir"],
+            needs_run=True,
+            keep=[str(det_pngs)],
+        ),
+        Case(
+            "vision-det",
+            "predict-next-to-input-jpgs",
+            ["predict", str(det_jpgs), "--adapter_dir", "{run}", "--predictions_dir", str(det_jpgs)],
+            expect="ok",
+            needs_run=True,
+            keep=[str(det_jpgs)],
+        ),
+        Case(
+            "vision-pose",
+            "predict-into-the-run-dir",
+            ["predict", str(pose_img), "--adapter_dir", "{run}", "--predictions_dir", "{run}"],
+            match=["keypoints.json", "not written by predict", "--predictions_dir"],
+            needs_run=True,
+            keep=["{run}"],
+        ),
+        Case(
+            "vision-det",
+            "predict-into-the-run-dir",
+            ["predict", str(det_phone), "--adapter_dir", "{run}", "--predictions_dir", "{run}"],
+            expect="ok",  # no name collides: new files next to the run's, none of them touched
+            needs_run=True,
+            keep=["{run}"],
+        ),
+        # EXIF: COCO width/height describe the photo as shown; the stored size is refused naming EXIF.
+        Case(
+            "vision-det",
+            "eval-coco-rotated-phone-photo",
+            # --eval_dataset: the whole file is scored, the photo decoded as training decodes it
+            ["eval", "--adapter_dir", "{run}", "--dataset", phone_shown, "--eval_dataset", phone_shown]
+            + ["--output_dir", "{out}"],
+            expect="ok",
+            needs_run=True,
+        ),
+        Case(
+            "vision-det",
+            "train-coco-rotated-phone-photo",
+            ["train", "--dataset", phone_shown, *tiny, "--max_steps", "1"],
+            expect="ok",
+            slow=True,
+        ),
+        Case(
+            "vision-det",
+            "coco-rotated-phone-photo-stored-size",
+            ["train", "--dataset", phone_det_set("phone_stored", (64, 48)), *tiny],
+            match=["phone.jpg", "EXIF orientation 6", "48x64"],
+        ),
+        Case(
+            "vision-pose",
+            "coco-rotated-phone-photo-stored-size",
+            ["train", "--dataset", pose_stored, *tiny],
+            match=["phone_stored_size.json", "phone.jpg", "EXIF orientation 6"],
+        ),
+        Case(
+            "vision-cls",
+            "predict-rotated-phone-photo",
+            ["predict", str(cls_phone), "--adapter_dir", "{run}"],
+            expect="ok",
+            needs_run=True,
+            keep=[str(cls_phone.parent)],
+        ),
+        Case(
+            "vision-det",
+            "predict-rotated-phone-photo",
+            ["predict", str(det_phone), "--adapter_dir", "{run}", "--predictions_dir", "{out}"],
+            expect="ok",
+            needs_run=True,
+            keep=[str(det_phone.parent)],
+        ),
+        Case(
+            "vision-pose",
+            "predict-rotated-phone-photo",
+            ["predict", str(pose_phone), "--adapter_dir", "{run}", "--predictions_dir", "{out}"],
+            expect="ok",
+            needs_run=True,
+            keep=[str(pose_phone.parent)],
+        ),
+    ]
+
+
+def data_scale_cases(root: Path) -> list[Case]:
+    """Huge or deeply nested records: linear-time preparation, clear caps, no RecursionError."""
+    tiny = ["--config", "tiny", "--output_dir", "{out}"]
+    bomb = "[" * 100_000  # valid JSON so far, and 100k levels deep: json.loads raises RecursionError
+
+    def case(app: str, name: str, path: Path, match: list[str], *extra: str, **kw) -> Case:
+        return Case(
+            app, name, ["train", "--dataset", str(path), *tiny, *extra], match=match, keep=[str(path)], **kw
+        )
+
+    t = root / "text-classifier" / "scale"
+    c = root / "llm-chat" / "scale"
+    cases = [
+        case(
+            "text-classifier",
+            "jsonl-nested-too-deep",
+            write_jsonl(t / "nested.jsonl", _texts(), {3: bomb}),
+            ["nested.jsonl:3", "nested 100000 levels deep"],
+        ),
+        case(
+            "llm-chat",
+            "jsonl-nested-too-deep",
+            write_jsonl(c / "nested.jsonl", _dialogs(), {2: bomb}),
+            ["nested.jsonl:2", "nested 100000 levels deep"],
+        ),
+    ]
+    for app in ("vision-det", "vision-pose"):
+        path = write_text(root / app / "scale" / "nested.json", '{"images": [],\n "annotations": ' + bomb)
+        cases.append(case(app, "coco-nested-too-deep", path, ["nested.json:2", "nested 100001 levels deep"]))
+
+    # One dialog over the default --max_dialog_chars (1,000,000 characters of message text).
+    over = _dialogs(2)
+    over[1]["messages"][1]["content"] = "a" * 1_000_000
+    size = sum(len(m["content"]) for m in over[1]["messages"])
+    cases.append(
+        case(
+            "llm-chat",
+            "dialog-over-char-cap",
+            write_jsonl(c / "over_cap.jsonl", over),
+            ["over_cap.jsonl:2", f"{size:,} characters", "--max_dialog_chars 1000000", "split"],
+        )
+    )
+    # A 10,000-turn dialog (~100k characters, under the cap): once 8 minutes of quadratic preparation,
+    # now about a second; slow only for the model build and the training step around it.
+    turns = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"第{i}个问题，请回答" if i % 2 == 0 else f"第{i}个回答。",
+        }
+        for i in range(10_000)
+    ]
+    long = write_jsonl(c / "ten_thousand_turns.jsonl", [{"messages": turns}])
+    cases.append(
+        case("llm-chat", "train-10k-turn-dialog", long, [], "--max_steps", "1", expect="ok", slow=True)
+    )
+    return cases
+
+
 BUILDERS: dict[str, Callable[[Path], list[Case]]] = {
     "vision-cls": vision_cls_cases,
     "text-classifier": text_classifier_cases,
@@ -821,6 +1194,13 @@ BUILDERS: dict[str, Callable[[Path], list[Case]]] = {
     "vision-pose": vision_pose_cases,
     "llm-chat": llm_chat_cases,
 }
+# Builders whose cases span apps; build() keeps only the cases of the requested apps.
+CROSS_APP_BUILDERS: list[Callable[[Path], list[Case]]] = [
+    run_dir_safety_cases,
+    argument_cases,
+    vision_input_safety_cases,
+    data_scale_cases,
+]
 
 
 # Cases an app does not pass yet, with the fix it needs (see the issue-10 report). Delete an entry once
@@ -835,6 +1215,8 @@ def build(root: str | Path, apps: list[str] | None = None) -> list[Case]:
     for app, builder in BUILDERS.items():
         if apps is None or app in apps:
             cases += builder(root)
+    for builder in CROSS_APP_BUILDERS:
+        cases += [c for c in builder(root) if apps is None or c.app in apps]
     for case in cases:
         case.xfail = case.xfail or KNOWN_GAPS.get(case.id)
     return cases

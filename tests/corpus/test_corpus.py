@@ -166,6 +166,26 @@ def _fill(argv: list[str], values: dict[str, str]) -> list[str]:
     return [a.format(**values) if "{" in a else a for a in argv]
 
 
+def snapshot(paths: list[str]) -> dict[Path, bytes]:
+    """Every file under `paths` (files or dirs) with its bytes: what a command must not destroy."""
+    files: dict[Path, bytes] = {}
+    for p in map(Path, paths):
+        for f in [p] if p.is_file() else sorted(p.rglob("*")) if p.is_dir() else []:
+            if f.is_file() and not f.is_symlink():
+                files[f] = f.read_bytes()
+    return files
+
+
+def lost_files(before: dict[Path, bytes], paths: list[str], allow_new: bool) -> list[str]:
+    """What happened to the snapshot: files deleted or changed, and (unless allowed) new files."""
+    after = snapshot(paths)
+    problems = [f"deleted {f}" for f in before if f not in after]
+    problems += [f"changed {f}" for f in before if f in after and after[f] != before[f]]
+    if not allow_new:
+        problems += [f"created {f}" for f in after if f not in before]
+    return problems
+
+
 @pytest.mark.parametrize("case_id", _params())
 def test_corpus_case(case_id, tmp_path, tmp_path_factory, capsys):
     app = case_id.split(":", 1)[0]
@@ -182,9 +202,13 @@ def test_corpus_case(case_id, tmp_path, tmp_path_factory, capsys):
         if "{base_b}" in " ".join(case.argv):
             values["base_b"] = str(trained_run(app, "b", tmp_path_factory, capsys) / "base_model")
     argv = _fill(case.argv, values)
+    keep = _fill(case.keep, values)
+    before = snapshot(keep)
 
     rc, out, err = run_cli(app, argv, capsys)
 
+    lost = lost_files(before, keep, allow_new=case.expect == "ok")
+    assert not lost, f"{case_id}: files it did not create were touched (exit {rc}):\n" + "\n".join(lost[:20])
     assert "Traceback" not in err, f"{case_id}: traceback on stderr:\n{err[-3000:]}"
     if case.expect == "ok":
         assert rc == 0, f"{case_id}: expected success, got exit {rc}:\n{err[-3000:]}"

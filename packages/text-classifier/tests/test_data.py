@@ -104,6 +104,8 @@ def test_labels_flag_fixes_id_order(write):
         ("empty.jsonl", '{"text":"ok","label":"x"}\n{"text":"","label":"x"}\n', 2, "empty text"),
         ("nolabel.tsv", "text\tlabel\nok\tx\nhi\t\n", 3, "empty label"),
         ("bad.jsonl", '{"text":"ok","label":"x"}\n{"text": "oops", label: x}\n', 2, "malformed JSON"),
+        # 100k brackets: a RecursionError inside json.loads, reported like any malformed line.
+        ("deep.jsonl", '{"text":"ok","label":"x"}\n' + "[" * 100_000 + "\n", 2, "nested 100000 levels deep"),
         ("arr.jsonl", '["ok","x"]\n', 1, "JSON object"),
         ("fields.csv", "text,label\nok,x\na,b,c\n", 3, "malformed line"),
         ("fields.tsv", "text\tlabel\nok\tx\nhas\ta tab\tx\n", 3, "malformed line"),
@@ -220,3 +222,10 @@ def test_padding_max_length_pads_up_front(tokenizer):
     assert [len(x) for x in enc["input_ids"]] == [16, 16] and "labels" not in enc
     with pytest.raises(DataError, match="padding"):
         tokenize_batch({"text": ["x"]}, tokenizer, max_length=16, padding="dynamic")
+
+
+def test_jsonl_line_separator_inside_a_string_is_not_a_line_break(write):
+    # U+2028 is legal inside a JSON string; str.splitlines() used to cut the record in two.
+    path = write("ls.jsonl", '{"text": "第一行\u2028第二行", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    records = read_records(str(path))
+    assert [r.text for r in records] == ["第一行\u2028第二行", "b"] and records[1].where == f"{path}:2"

@@ -106,3 +106,31 @@ def test_empty_class_folder_is_named(image_folder):
     (image_folder / "aaa_empty").mkdir()
     with pytest.raises(DataError, match="aaa_empty: class folder has no images"):
         load_splits(ClsDataArgs(dataset=str(image_folder)))
+
+
+def test_rotated_phone_photos_train_upright(image_folder):
+    """Images with an EXIF Orientation are checked and trained as shown (turned), not as stored."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    for p in image_folder.rglob("*.png"):
+        Image.open(p).convert("RGB").resize((40, 30)).save(p, exif=exif)
+    train, ev, _ = load_splits(ClsDataArgs(dataset=str(image_folder), val_fraction=0.25))
+    assert {im.size for im in [*train["image"], *ev["image"]]} == {(30, 40)}
+
+
+def test_unreadable_exif_is_named_or_skipped(image_folder, monkeypatch):
+    """Broken EXIF fails up front naming the file (datasets would crash on it mid-training)."""
+    import PIL.ImageOps
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    bad = image_folder / "circle" / "odd_exif.png"
+    Image.new("RGB", (32, 32)).save(bad, exif=exif)
+    monkeypatch.setattr(PIL.ImageOps, "exif_transpose", lambda img: 1 / 0)
+    with pytest.raises(DataError, match="odd_exif.png: unreadable EXIF"):
+        load_splits(ClsDataArgs(dataset=str(image_folder)))
+    train, ev, _ = load_splits(ClsDataArgs(dataset=str(image_folder), skip_bad_images=True))
+    assert len(train) + len(ev) == 12

@@ -175,3 +175,61 @@ def test_bad_val_fraction(coco_file, fraction):
 
     with pytest.raises(DataError, match="val_fraction"):
         load_splits(DetDataArgs(dataset=str(coco_file()), val_fraction=fraction))
+
+
+def _phone_photo(path, size=(64, 48)):
+    """A landscape-stored photo with EXIF Orientation 6 (shown portrait) and a red stored top-left corner."""
+    from PIL import Image
+
+    arr = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+    arr[:12, :12] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(arr).save(path, exif=exif)
+    return path
+
+
+def _phone_coco(tmp_path, declared):
+    """COCO file with a plain image and a rotated phone photo whose entry says `declared` (w, h)."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 48)).save(tmp_path / "plain.png")
+    _phone_photo(tmp_path / "phone.jpg")
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "plain.png", "width": 64, "height": 48},
+            {"id": 2, "file_name": "phone.jpg", "width": declared[0], "height": declared[1]},
+        ],
+        # the phone box sits low in the portrait photo: outside the stored 64x48, inside the shown 48x64
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10]},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [30, 50, 10, 10]},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_rotated_phone_photo_is_read_as_shown(tmp_path):
+    """COCO width/height and boxes describe the photo as shown (EXIF applied), and training sees it so."""
+    from vision_det.data import _records_dataset, read_coco
+
+    records, _ = read_coco(_phone_coco(tmp_path, (48, 64)))
+    phone = records[1]
+    assert (phone["width"], phone["height"]) == (48, 64) and phone["objects"]["bbox"] == [[30, 50, 10, 10]]
+    img = _records_dataset(records)[1]["image"].convert("RGB")  # what transform_batch gets in training
+    assert img.size == (48, 64)
+    assert img.getpixel((47, 0))[0] > 200 and img.getpixel((0, 0))[0] < 60  # stored top-left is now top-right
+
+
+def test_coco_with_the_stored_size_of_a_rotated_photo_blames_exif(tmp_path):
+    from lora_shared.errors import DataError
+    from vision_det.data import read_coco
+
+    with pytest.raises(DataError) as e:
+        read_coco(_phone_coco(tmp_path, (64, 48)))
+    msg = str(e.value)
+    assert "images[1]" in msg and "phone.jpg" in msg and "EXIF orientation 6" in msg
+    assert "fix width/height" not in msg

@@ -151,3 +151,51 @@ def test_missing_area_and_bbox_are_filled(coco_dir):
     split = load_coco(_edit(coco_dir, drop))
     a = split.anns[0]
     assert a["bbox"][2] > 0 and a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3])
+
+
+def _rotate_first_image(coco_dir, declared_as_shown: bool):
+    """Store image 1 of train.json as a rotated phone photo (pixels turned back, EXIF Orientation 6)."""
+    from PIL import Image
+
+    path = coco_dir / "train.json"
+    coco = json.loads(path.read_text())
+    im = coco["images"][0]
+    shown = Image.open(coco_dir / im["file_name"]).convert("RGB").crop((0, 0, 48, 64))  # portrait
+    stored = shown.transpose(Image.Transpose.ROTATE_90)  # what a phone writes: 64x48 + "turn me back"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(coco_dir / im["file_name"], exif=exif)  # PNG keeps EXIF too, and the pixels exact
+    im["width"], im["height"] = (48, 64) if declared_as_shown else (64, 48)
+    for a in coco["annotations"]:
+        if a["image_id"] == im["id"]:
+            kp = np.asarray(a["keypoints"], dtype=float).reshape(-1, 3)
+            kp[(kp[:, 0] >= 47) | (kp[:, 1] >= 63), 2] = 0  # keep labelled keypoints inside the crop
+            kp[kp[:, 2] == 0, :2] = 0
+            a["keypoints"] = kp.ravel().tolist()
+            a.pop("bbox", None), a.pop("area", None)
+    path.write_text(json.dumps(coco))
+    return path, shown
+
+
+def test_rotated_phone_photo_is_read_as_shown(coco_dir):
+    """COCO width/height and keypoints describe the photo as shown: the training crops see it upright."""
+    path, shown = _rotate_first_image(coco_dir, declared_as_shown=True)
+    split = load_coco(path)
+    img = split.image(1)
+    assert img.size == (48, 64)
+    assert np.array_equal(np.asarray(img), np.asarray(shown))  # the upright pixels, not the stored ones
+
+
+def test_stored_size_of_a_rotated_photo_blames_exif_not_width_height(coco_dir):
+    path, _ = _rotate_first_image(coco_dir, declared_as_shown=False)
+    with pytest.raises(DataError) as e:
+        load_coco(path)
+    msg = str(e.value)
+    assert "image id=1" in msg and "EXIF orientation 6" in msg and "keypoints" in msg
+    assert "fix width/height" not in msg
+
+
+def test_width_height_must_match_the_image(coco_dir):
+    path = _edit(coco_dir, lambda c: c["images"][0].update(width=70))
+    with pytest.raises(DataError, match=r"image id=1: the JSON says 70x64 but the file is 64x64; fix width"):
+        load_coco(path)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .runs import run_file
+
 logger = logging.getLogger(__name__)
 
 
@@ -92,7 +94,7 @@ class MetricsJsonlCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
             return
-        path = self.path or Path(args.output_dir) / "metrics.jsonl"
+        path = self.path or run_file(args.output_dir, "metrics.jsonl")  # staged when replacing a run
         path.parent.mkdir(parents=True, exist_ok=True)
         row = {"step": state.global_step, "epoch": state.epoch, **logs}
         with open(path, "a", encoding="utf-8") as f:
@@ -109,7 +111,7 @@ class PlotCurvesCallback(TrainerCallback):
         if state.is_world_process_zero:
             from .plots import plot_curves
 
-            plot_curves(state.log_history, self.path or Path(args.output_dir) / "curves.png")
+            plot_curves(state.log_history, self.path or run_file(args.output_dir, "curves.png"))
 
 
 class SafeCheckpointCallback(TrainerCallback):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, storage_error
 
 logger = logging.getLogger("lora_shared")
 
@@ -136,7 +136,14 @@ def find_adapter_dir(path: str | os.PathLike) -> Path:
 
 def build_config(app: App, command: Command, argv: list[str]) -> tuple[Config, list[str]]:
     """Resolve defaults < adapter's resolved_config.yaml < --config YAML < CLI flags for one command."""
-    from .config import RESOLVED_CONFIG, find_config, load_yaml, parse_config, split_positionals
+    from .config import (
+        RESOLVED_CONFIG,
+        find_config,
+        load_yaml,
+        parse_config,
+        split_positionals,
+        validate_args,
+    )
 
     config_types = tuple(_load(app.config_types))
     extra = tuple(_load(command.extra_types)) if command.extra_types else ()
@@ -145,6 +152,10 @@ def build_config(app: App, command: Command, argv: list[str]) -> tuple[Config, l
     layers, source = [], {}
     adapter = _peek_flag(argv, "--adapter_dir") if command.uses_adapter else None
     if adapter:
+        from .runs import check_adapter_dir
+
+        # A corrupt or hand-broken adapter is named now, before any data is read or base model built.
+        check_adapter_dir(find_adapter_dir(adapter))
         resolved = find_adapter_dir(adapter).parent / RESOLVED_CONFIG
         resolved = resolved if resolved.is_file() else find_adapter_dir(adapter) / RESOLVED_CONFIG
         if resolved.is_file():
@@ -164,6 +175,7 @@ def build_config(app: App, command: Command, argv: list[str]) -> tuple[Config, l
     else:
         flags, inputs = argv, []
     groups = parse_config(types, flags, yaml_layers=layers)
+    validate_args(groups, command.name)
     model, data, lora, train = groups[:4]
     return Config(model, data, lora, train, tuple(groups[4:]), source), inputs
 
@@ -262,10 +274,12 @@ def _run_app(app: App, argv: list[str] | None) -> int:
         return 0
     setup_logging()
     cpu_distributed_env()
+    cfg, finished_before = None, {}
     try:
         cfg, inputs = build_config(app, command, rest)
         for k, v in cfg.source.items():
             logger.info("%s: %s", k.replace("_", " "), v)
+        finished_before = _finished_markers(cfg) if name == "train" else {}
         fn = _load(command.target)
         result = fn(cfg, inputs) if command.inputs else fn(cfg)
     except UsageError as e:
@@ -278,8 +292,71 @@ def _run_app(app: App, argv: list[str] | None) -> int:
         if type(e).__name__ == "TrainingInterrupted":
             print(f"{app.prog} {name}: {e}", file=sys.stderr)
             return 130
-        raise
+        storage = storage_error(e)
+        if storage is None:
+            raise
+        if name == "train" and cfg is not None:
+            _set_aside_unfinished(cfg, finished_before)
+        print(f"{app.prog} {name}: error: {_storage_message(storage, cfg, name)}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
+
+
+# A run dir holding these looks finished (eval/predict/export accept it, the corpus checks for them).
+_FINISHED_MARKERS = ("adapter_model.safetensors", "metrics.json")
+
+
+def _finished_markers(cfg: Config) -> dict[str, tuple[int, int] | None]:
+    """(inode, mtime) of the run dir's "finished" files before the command, to tell which ones it wrote."""
+    out = Path(getattr(cfg.train, "output_dir", None) or ".")
+    stamps: dict[str, tuple[int, int] | None] = {}
+    for marker in _FINISHED_MARKERS:
+        try:
+            st = (out / marker).stat()
+            stamps[marker] = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamps[marker] = None
+    return stamps
+
+
+def _set_aside_unfinished(cfg: Config, before: dict[str, tuple[int, int] | None]) -> None:
+    """After a failed write, rename the "finished" files this run wrote to `<name>.unfinished`.
+
+    The run did not complete (e.g. the disk filled after the adapter landed but before metrics.json), so
+    the dir must not pass for a finished run; renaming needs no free space and keeps the weights.
+    """
+    out = Path(getattr(cfg.train, "output_dir", None) or ".")
+    for marker, stamp in _finished_markers(cfg).items():
+        if stamp is not None and stamp != before.get(marker):
+            target = out / f"{marker}.unfinished"
+            try:
+                os.replace(out / marker, target)
+                logger.warning("the run did not finish: set %s aside as %s", marker, target)
+            except OSError:  # pragma: no cover - a read-only dir: nothing we can do there
+                pass
+
+
+def _storage_message(storage: tuple[str, str | None], cfg: Config | None, command: str) -> str:
+    """`<path>: <cause>; <fix>` for a failed write: free space, or write to another --output_dir."""
+    cause, filename = storage
+    flag = "--export_dir" if command == "export" else "--output_dir"
+    out = getattr(cfg.train, "output_dir", None) if cfg is not None else None
+    if command == "export" and cfg is not None:  # export writes to --export_dir (default: inside the run)
+        out = next((g.export_dir for g in cfg.extra if getattr(g, "export_dir", None)), out)
+    path = filename or out or "the output directory"
+    if cause == "permission denied" and filename and out and not _is_under(filename, out):
+        return f"{path}: {cause}; fix its permissions"  # an input or cache file, not our output
+    if cause in ("read-only file system", "permission denied"):
+        return f"{path}: {cause}; pick another {flag} (or fix its permissions)"
+    return f"{path}: {cause}; free space there or pick another {flag}"
+
+
+def _is_under(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def dataclass_fields(cls) -> list[str]:

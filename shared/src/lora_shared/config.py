@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -253,6 +255,98 @@ def parse_config(
     return (tuple(objs), remaining) if return_remaining else tuple(objs)
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(lo: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+# field -> (valid?, what a valid value is, an example). A field missing from an app's config is skipped.
+_TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "learning_rate": (lambda v: _finite(v) and v > 0, "a finite number > 0", "1e-4"),
+    "per_device_train_batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+    "gradient_accumulation_steps": (_int_at_least(1), "an integer >= 1", "1"),
+    "weight_decay": (lambda v: _finite(v) and v >= 0, "a finite number >= 0", "0.01"),
+    "warmup_ratio": (lambda v: _finite(v) and 0 <= v <= 1, "a fraction of the steps in [0, 1]", "0.05"),
+    # transformers 5: a value < 1 is a fraction of the total steps, >= 1 a step count.
+    "warmup_steps": (lambda v: _finite(v) and v >= 0, "a finite number >= 0", "0"),
+    "max_grad_norm": (lambda v: v is None or (_finite(v) and v >= 0), "a finite number >= 0", "1.0"),
+    "num_train_epochs": (_finite, "a finite number", "3"),
+    "lora_r": (_int_at_least(1), "an integer >= 1", "16"),
+    "lora_alpha": (lambda v: _finite(v) and v > 0, "a number > 0", "32"),
+    "lora_dropout": (lambda v: _finite(v) and 0 <= v < 1, "a probability in [0, 1)", "0.1"),
+    "lora_bias": (lambda v: v in ("none", "all", "lora_only"), "one of none | all | lora_only", "none"),
+}
+# Checked for every command: eval and predict batch by it too.
+_ANY_COMMAND_RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "per_device_eval_batch_size": (_int_at_least(1), "an integer >= 1", "8"),
+}
+
+
+def _check_base_model_dir(values: dict[str, Any]) -> None:
+    """A local base model dir with only pickle weights is refused here, before data is read (the loader
+    refuses it too: `lora_shared.models.from_pretrained`)."""
+    from .models import refuse_pickle_only_dir, resolve_model_path
+
+    name = values.get("model_name_or_path")
+    if not name or values.get("model_type"):  # model_type builds a random model: the path is unused
+        return
+    try:
+        source = Path(resolve_model_path(str(name)))
+    except UsageError:  # a missing dir: the command that needs it says so
+        return
+    if source.is_dir():
+        refuse_pickle_only_dir(source)
+
+
+def validate_args(configs, command: str = "train") -> None:
+    """Refuse values no run can use, before any data or model work, with one line naming the flag.
+
+    HfArgumentParser checks types only: `--learning_rate nan` or `--per_device_train_batch_size 0` would
+    otherwise fail deep inside the Trainer after the model is built, or (`--max_steps 0`) "succeed" with an
+    untrained adapter. Training knobs are checked for `train` only, so `eval`/`predict` of a finished run are
+    never refused over a training value that does not concern them.
+
+    Args:
+        configs: the parsed config groups (dataclass instances; field names are unique across them).
+        command: the subcommand they were parsed for.
+
+    Raises:
+        UsageError: naming the flag, the bad value, the rule and an example of a valid value.
+    """
+    values: dict[str, Any] = {}
+    for obj in configs:
+        for f in dataclasses.fields(obj):
+            if f.init:
+                values[f.name] = getattr(obj, f.name, None)
+    for name, value in values.items():  # no knob means anything with NaN; argparse's float() accepts it
+        if isinstance(value, float) and math.isnan(value):
+            raise UsageError(f"--{name} nan: not a number; pass a finite value (see `--help`)")
+    _check_base_model_dir(values)
+    rules = dict(_ANY_COMMAND_RULES)
+    if command == "train":
+        rules.update(_TRAIN_RULES)
+    for name, (ok, want, example) in rules.items():
+        if name in values and not ok(values[name]):
+            raise UsageError(f"--{name} {values[name]!r}: must be {want}; pass e.g. --{name} {example}")
+    if command != "train":
+        return
+    # HF: max_steps > 0 overrides the epochs; any negative value (default -1) means "train for the epochs".
+    max_steps, epochs = values.get("max_steps"), values.get("num_train_epochs")
+    if max_steps == 0:
+        raise UsageError(
+            "--max_steps 0: would train nothing and save an untrained adapter; pass a step count > 0, "
+            "or -1 (the default) to train for --num_train_epochs"
+        )
+    if isinstance(max_steps, int) and max_steps < 0 and epochs is not None and epochs <= 0:
+        raise UsageError(
+            f"--num_train_epochs {epochs!r}: would train nothing and save an untrained adapter; "
+            "pass a number of epochs > 0 (e.g. --num_train_epochs 3) or a step count with --max_steps"
+        )
+
+
 def split_positionals(argv: list[str], config_types) -> tuple[list[str], list[str]]:
     """Separate `--flag value` pairs from positional inputs, using each field's arity.
 
@@ -398,6 +492,13 @@ class TrainExtras:
         default=False,
         metadata={
             "help": "Resume from the newest complete checkpoint in output_dir (same as --resume_from_checkpoint auto)."
+        },
+    )
+    # transformers 5 dropped TrainingArguments.overwrite_output_dir; same name, enforced by prepare_output_dir.
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir holding a finished run; the old run stays until the new adapter is saved."
         },
     )
     cpu_threads: int = field(

@@ -25,7 +25,8 @@ def _publish_mode(path: Path) -> None:
         os.chmod(path, mode)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (renames into it) to disk; best effort (some filesystems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -50,6 +51,8 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 
     If `final` exists it is moved aside first and removed only after the new one is in place, so a
     kill at any moment leaves either the old or the new directory (plus a stray temp dir).
+    Whatever `final` held is deleted: callers must own it (a cache, a staged base) or check it first
+    (`lora_shared.runs.check_export_dir` for a user-given export dir).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             os.replace(final, old)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -90,7 +93,7 @@ def replace_files_from(src_dir: Path, dest_dir: Path) -> list[str]:
             os.fsync(f.fileno())
     for name in names:
         os.replace(src_dir / name, dest_dir / name)
-    _fsync_dir(dest_dir)
+    fsync_dir(dest_dir)
     return names
 
 
@@ -110,4 +113,4 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

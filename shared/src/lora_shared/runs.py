@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .io import atomic_dir, atomic_write_json, replace_files_from
+from .io import atomic_dir, atomic_write_json, fsync_dir, replace_files_from
 from .models import build_config, from_pretrained
 
 logger = logging.getLogger(__name__)
 
 BASE_MODEL_DIR = "base_model"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+# What a run writes before its adapter (random base, tokenizer, resolved config) waits here, hidden in the
+# run dir, and `save_adapter` publishes it together with the adapter: a run killed at any moment never
+# leaves the previous run's adapter next to a new base or config.
+STAGE_DIR = ".staged"
+_REPLACED = "replaced"  # in the stage: the old run's files moved aside, deleted once the new run is published
+_REPLACING = "replacing"  # in the stage: this run replaces an earlier one (its logs start in the stage)
+FINISHED_RUN_FILES = (ADAPTER_WEIGHTS, "metrics.json")  # written only by a train() that got to the end
+_MERGED_METRICS = ("metrics.json", "eval_metrics.json")  # write_metrics merges into these: old keys must go
+EXPORT_MANIFEST = "loraworks_export.json"  # marks a dir written by export: the only kind export replaces
 
 
 def load_base_model(auto_cls, model_args, **kwargs):
@@ -44,20 +59,24 @@ def load_base_model(auto_cls, model_args, **kwargs):
     )
 
 
-def save_random_base(model, output_dir: str | os.PathLike, model_args) -> None:
+def save_random_base(model, output_dir: str | os.PathLike, model_args, processor=None) -> None:
     """A model built from config has no checkpoint to reload, so its random base goes next to the adapter.
 
-    Call it before LoRA wraps the model. Afterwards `model_args` points at the saved base, so the
-    resolved config (and predict/eval) reload the same weights. Only done for `model_type` runs (tiny).
+    Call it before LoRA wraps the model. It is staged (`stage_dir`) and published with the adapter, so a
+    killed run never puts a new random base under an old adapter. Afterwards `model_args` points at the
+    staged base, which the resolved config records as `<output_dir>/base_model` (`save_run_config`).
+    `processor` (e.g. the tokenizer) is saved into the same dir. Only done for `model_type` runs (tiny).
     """
     if not model_args.model_type:
         return
-    target = Path(output_dir) / BASE_MODEL_DIR
+    target = stage_dir(output_dir) / BASE_MODEL_DIR
     # Multi-process runs (DDP): every rank builds the same seeded base; one writer avoids two ranks
     # swapping the same directory at once. Only rank 0 reloads it (eval/predict after training).
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _rank() == 0:
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
+            if processor is not None:
+                processor.save_pretrained(tmp)
     model_args.model_name_or_path = str(target.resolve())
     model_args.model_type = None
     model_args.config_overrides = None
@@ -103,8 +122,6 @@ def remove_incomplete_checkpoints(output_dir: str | os.PathLike, after_step: int
     A resumed run saves into `checkpoint-N` again when it reaches step N; stale files from the killed
     save must not end up mixed into that new checkpoint.
     """
-    import shutil
-
     root = Path(output_dir)
     removed = []
     if not root.is_dir():
@@ -137,6 +154,163 @@ def resolve_resume(train_args) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------------- output dirs
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def stage_dir(output_dir: str | os.PathLike) -> Path:
+    """Where a run stages what it writes before its adapter; `save_adapter` publishes it (see STAGE_DIR)."""
+    return Path(output_dir) / STAGE_DIR
+
+
+def run_file(output_dir: str | os.PathLike, name: str) -> Path:
+    """Where a file a run writes while training (metrics.jsonl, curves.png) goes now.
+
+    A run that replaces an earlier one (--overwrite_output_dir, or a fresh start after a killed run) logs
+    into the stage: the old run keeps its own logs until the new adapter is published, and the new log
+    starts empty. Any other run (the first, or --resume) writes into output_dir as always.
+    """
+    stage = stage_dir(output_dir)
+    return stage / name if (stage / _REPLACING).is_file() else Path(output_dir) / name
+
+
+def finished_run_file(output_dir: str | os.PathLike) -> str | None:
+    """The name of the file that shows `output_dir` holds a finished run of ours, or None."""
+    out = Path(output_dir)
+    return next((n for n in FINISHED_RUN_FILES if (out / n).is_file()), None)
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CKPT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def _check_writable(out: Path) -> None:
+    """Create (if needed) and write-probe `out`: a real write, since permission bits lie for root and ACLs."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out}: is a file, not a directory; pass a directory path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        what = "cannot create it" if not out.is_dir() else "not writable"
+        raise UsageError(
+            f"--output_dir {out}: {what} ({e.strerror or e}); pass a directory you can write to"
+        ) from None
+
+
+def prepare_output_dir(args) -> Path:
+    """Check `args.output_dir` and get it ready for a training run; call it first in every app's train().
+
+    Refuses with a UsageError (exit 2, before any model is built): a path that is a file or cannot be
+    written, and a dir holding a finished run (adapter weights / metrics.json) or the checkpoints of an
+    unfinished one, unless `--overwrite_output_dir` (start over) or `--resume` (continue) is given.
+    Even then the old run stays whole until the new adapter is saved: its base, tokenizer and resolved
+    config are staged (`stage_dir`) and published by `save_adapter`; when replacing a run, the logs
+    start fresh in the stage and the old checkpoints move into it (neither Trainer's checkpoint rotation
+    nor a later `--resume` may pick them up as the new run's).
+
+    Returns:
+        The output dir (created if needed).
+    """
+    out = Path(args.output_dir).expanduser()
+    resume = bool(getattr(args, "resume", False) or getattr(args, "resume_from_checkpoint", None))
+    overwrite = bool(getattr(args, "overwrite_output_dir", False))
+    finished = finished_run_file(out) if out.is_dir() else None
+    ckpts = _checkpoints(out)
+    if not (resume or overwrite):
+        if finished:
+            raise UsageError(
+                f"--output_dir {out}: holds a finished run ({finished}); pass --overwrite_output_dir to "
+                "replace it (kept until the new adapter is saved), --resume to continue it, or a new --output_dir"
+            )
+        if ckpts:
+            raise UsageError(
+                f"--output_dir {out}: holds checkpoints of an unfinished run ({ckpts[-1].name}); pass --resume "
+                "to continue it, --overwrite_output_dir to start over, or a new --output_dir"
+            )
+    _check_writable(out)
+    if _rank() != 0:  # one process owns the run dir's files (DDP ranks share it)
+        return out
+    stage = stage_dir(out)
+    if not resume:  # what a killed earlier run staged is not this run's
+        shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(exist_ok=True)
+    # Anything of an earlier run here (a killed one too): this run replaces it when its adapter is saved.
+    if not resume and (finished or ckpts or (out / "metrics.jsonl").is_file()):
+        replaced = stage / _REPLACED
+        replaced.mkdir(exist_ok=True)
+        for ckpt in ckpts:
+            os.replace(ckpt, replaced / ckpt.name)
+        (stage / _REPLACING).touch()
+        logger.warning("replacing the earlier run in %s once the new adapter is saved", out)
+    return out
+
+
+def save_run_config(configs, output_dir: str | os.PathLike) -> Path:
+    """Stage resolved_config.yaml (published with the adapter); paths into the stage are written as published.
+
+    `save_random_base` and the apps point model args at staged files while training; the saved config
+    must name where those files will be after the run (e.g. `<output_dir>/base_model`).
+    """
+    from .config import RESOLVED_CONFIG, save_resolved_config
+
+    stage = stage_dir(output_dir)
+    if _rank() != 0:
+        return stage / RESOLVED_CONFIG
+    staged, final = str(stage.resolve()), str(Path(output_dir).resolve())
+    swapped = []
+    for obj in configs:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name, None)
+            if isinstance(value, str) and (value == staged or value.startswith(staged + os.sep)):
+                swapped.append((obj, f.name, value))
+                setattr(obj, f.name, final + value[len(staged) :])
+            elif f.name == "overwrite_output_dir" and value:  # a re-run with this file must not replace runs
+                swapped.append((obj, f.name, value))
+                setattr(obj, f.name, False)
+    try:
+        return save_resolved_config(configs, stage)
+    finally:
+        for obj, name, value in swapped:
+            setattr(obj, name, value)
+
+
+def _publish_staged(out: Path) -> None:
+    """Move the staged files into the run dir; the caller then moves in the adapter, weights last.
+
+    The old adapter weights go first, so until the new ones land the dir reads as an interrupted save
+    (predict refuses it) and never as the old adapter on a new base or config.
+    """
+    stage = stage_dir(out)
+    if not stage.is_dir():
+        return
+    replaced = stage / _REPLACED
+    replaced.mkdir(exist_ok=True)
+    if (out / ADAPTER_WEIGHTS).is_file():
+        os.replace(out / ADAPTER_WEIGHTS, replaced / ADAPTER_WEIGHTS)
+    if (stage / _REPLACING).is_file():
+        for name in _MERGED_METRICS:
+            if (out / name).is_file():
+                os.replace(out / name, replaced / name)
+    for entry in sorted(stage.iterdir()):
+        if entry.name in (_REPLACED, _REPLACING) or entry.name.startswith("."):  # temp dirs of killed saves
+            continue
+        dest = out / entry.name
+        if dest.is_dir() or (entry.is_dir() and dest.exists()):  # os.replace cannot swap onto a dir
+            shutil.rmtree(replaced / entry.name, ignore_errors=True)
+            os.replace(dest, replaced / entry.name)
+        os.replace(entry, dest)
+    fsync_dir(out)
+
+
 def full_state_dict(trainer) -> dict | None:
     """Call on EVERY rank after training; pass the result to `save_adapter` on rank 0.
 
@@ -159,9 +333,10 @@ def save_adapter(
 ) -> Path:
     """Save the adapter (safetensors) + extra JSON files into output_dir; each file lands atomically.
 
-    `state_dict`: the gathered weights from `full_state_dict` (sharded training); peft keeps the adapter's.
+    What the run staged (`prepare_output_dir`: base, tokenizer, resolved config, logs) is published
+    first, the adapter weights last. `state_dict`: the gathered weights from `full_state_dict`
+    (sharded training); peft keeps the adapter's.
     """
-    import shutil
     import tempfile
 
     out = Path(output_dir)
@@ -174,10 +349,12 @@ def save_adapter(
         model.save_pretrained(tmp, safe_serialization=True, **kw)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
+        _publish_staged(out)
         replace_files_from(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out / "adapter_model.safetensors"
+    shutil.rmtree(stage_dir(out), ignore_errors=True)  # the old run's replaced files go with it
+    return out / ADAPTER_WEIGHTS
 
 
 def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool = False):
@@ -209,11 +386,71 @@ def check_adapter_dir(path: str | os.PathLike) -> Path:
     """Fail with a UsageError naming the file if the adapter config or weights in `path` are unreadable.
 
     Call it before `PeftModel.from_pretrained`, whose errors for a cut-short file (a kill mid-copy, a
-    half-synced disk) are a traceback or a misleading "wrong base model".
+    half-synced disk) are a traceback or a misleading "wrong base model". A hand-edited config with a
+    wrongly typed key (`"lora_alpha": "big"`) would fail deep inside peft, so the keys peft computes with
+    are checked first, naming the key, the bad value and a valid one.
     """
+    import math
+
     from peft import PeftConfig
 
     path = Path(path)
+    config_file = path / "adapter_config.json"
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        raw = None  # unreadable or not JSON: PeftConfig below reports it
+    if raw is not None and not isinstance(raw, dict):
+        raise UsageError(
+            f"{config_file}: expected a JSON object of LoRA settings, got {type(raw).__name__}; "
+            "restore it from the run that trained the adapter"
+        )
+
+    def num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def names(v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+    # key -> (valid?, what is valid, a valid example); keys absent from the file take peft's defaults.
+    rules = {
+        "r": (lambda v: num(v) and isinstance(v, int) and v >= 1, "an integer >= 1", 16),
+        "lora_alpha": (lambda v: num(v) and v > 0, "a number > 0", 32),
+        "lora_dropout": (lambda v: num(v) and 0 <= v < 1, "a number in [0, 1)", 0.1),
+        "target_modules": (
+            lambda v: v is None or isinstance(v, str) or names(v),
+            "a list of module names",
+            ["q_proj", "v_proj"],
+        ),
+        "modules_to_save": (
+            lambda v: v is None or names(v),
+            "null or a list of module names",
+            ["classifier"],
+        ),
+        "bias": (lambda v: v in ("none", "all", "lora_only"), "one of none, all, lora_only", "none"),
+        "rank_pattern": (
+            lambda v: isinstance(v, dict) and all(num(x) for x in v.values()),
+            "an object of name: rank",
+            {},
+        ),
+        "alpha_pattern": (
+            lambda v: isinstance(v, dict) and all(num(x) for x in v.values()),
+            "an object of name: alpha",
+            {},
+        ),
+        "use_dora": (lambda v: isinstance(v, bool), "true or false", False),
+        "use_rslora": (lambda v: isinstance(v, bool), "true or false", False),
+        "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false", False),
+        "peft_type": (lambda v: isinstance(v, str), "a string", "LORA"),
+        "task_type": (lambda v: v is None or isinstance(v, str), "null or a task name", None),
+        "base_model_name_or_path": (lambda v: v is None or isinstance(v, str), "null or a path", None),
+    }
+    for key, (ok, want, example) in rules.items():
+        if isinstance(raw, dict) and key in raw and not ok(raw[key]):
+            raise UsageError(
+                f"{config_file}: {key} is {json.dumps(raw[key])}, expected {want} (e.g. {json.dumps(example)}); "
+                "fix that key, or restore the file from the run that trained the adapter"
+            )
     try:
         PeftConfig.from_pretrained(str(path))
     except (ValueError, TypeError, KeyError, OSError) as e:  # JSONDecodeError is a ValueError
@@ -277,12 +514,15 @@ def convert_pickle_weights(path: str | os.PathLike, allow_pickle: bool = False) 
 
     path = Path(path)
     state = load_pickle_state_dict(path, allow_pickle=allow_pickle)
-    target = path.with_suffix(".safetensors")
+    from .models import convert_shard_index, safetensors_target
+
+    target = safetensors_target(path)  # pytorch_model.bin -> model.safetensors, the name transformers loads
     # Tied / shared tensors must be separate buffers for safetensors.
     data = save({k: v.contiguous().clone() for k, v in state.items()}, metadata={"format": "pt"})
     from .io import atomic_write_bytes
 
     atomic_write_bytes(target, data)
+    convert_shard_index(path)
     logger.info("converted %s -> %s", path, target)
     return target
 
@@ -310,12 +550,88 @@ def _check_all_adapter_weights_loaded(model, path: Path) -> None:
         )
 
 
+def _foreign_files(target: Path) -> list[str]:
+    """Entries of `target` that a previous export of ours did not write (all of them if it is not one)."""
+    entries = sorted(p.name for p in target.iterdir())
+    try:
+        manifest = json.loads((target / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        ours = set(manifest["files"]) | {EXPORT_MANIFEST}
+    except (OSError, ValueError, KeyError, TypeError):
+        return entries
+    return sorted(
+        p.relative_to(target).as_posix()
+        for p in target.rglob("*")
+        if not p.is_dir() and p.relative_to(target).as_posix() not in ours
+    )
+
+
+def check_export_dir(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Path:
+    """Refuse (UsageError) an export target whose files export would delete; call it before loading the model.
+
+    Fine: a missing or empty dir, or a previous export of ours (its manifest lists every file in it).
+    Refused: a file, any other non-empty dir, and the run dir `run_dir` itself or one of its parents.
+    """
+    target = Path(export_dir).expanduser()
+    if run_dir is not None:
+        run, where = Path(run_dir).expanduser().resolve(), target.resolve()
+        if where == run or where in run.parents:
+            what = "the run directory" if where == run else f"a parent of the run directory {run}"
+            raise UsageError(
+                f"--export_dir {target}: is {what}; exporting there would delete the run's files: "
+                f"pass a new or empty directory (default: {run / 'merged'})"
+            )
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise UsageError(f"--export_dir {target}: is a file, not a directory; pass a new or empty directory")
+    foreign = _foreign_files(target)
+    if foreign:
+        raise UsageError(
+            f"--export_dir {target}: holds files that are not a previous export ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}) and export replaces the whole dir: pass a new or empty "
+            "directory, or move those files away yourself"
+        )
+    return target
+
+
+def export_target(export_dir: str | None, adapter_dir: str | None) -> Path:
+    """The dir `export` writes (--export_dir, default `<adapter_dir>/merged`), checked before any model loads."""
+    if not adapter_dir:
+        raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
+    return check_export_dir(export_dir or Path(adapter_dir).expanduser() / "merged", adapter_dir)
+
+
+@contextlib.contextmanager
+def export_writer(export_dir: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a temp dir that replaces `export_dir` in one rename once the block ends, marked as an export.
+
+    The target is checked (`check_export_dir`) before and again just before the swap: a merge can take
+    minutes, and a file written there meanwhile must not be deleted. The manifest lists every file, so a
+    later export knows this dir holds nothing else.
+    """
+    target = check_export_dir(export_dir, run_dir)
+    with atomic_dir(target) as tmp:
+        yield tmp
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        atomic_write_json(tmp / EXPORT_MANIFEST, {"written_by": "loraworks export", "files": files})
+        check_export_dir(target, run_dir)
+
+
 def export_merged(
-    model, export_dir: str | os.PathLike, processor=None, extra_json: dict | None = None
+    model,
+    export_dir: str | os.PathLike,
+    processor=None,
+    extra_json: dict | None = None,
+    run_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Merge the adapter into the base (`merge_and_unload`) and save a standalone safetensors model dir."""
+    """Merge the adapter into the base (`merge_and_unload`) and save a standalone safetensors model dir.
+
+    Replaces `export_dir` only when it is missing, empty or a previous export (`check_export_dir`; with
+    `run_dir`, the adapter's run dir, never that dir or a parent of it).
+    """
+    check_export_dir(export_dir, run_dir)
     merged = model.merge_and_unload()
-    with atomic_dir(export_dir) as tmp:
+    with export_writer(export_dir, run_dir) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         if processor is not None:
             processor.save_pretrained(tmp)

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from lora_shared.errors import DataError
+from lora_shared.jsonfile import JSONError, loads
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +111,15 @@ def _record(path: Path, line: int, text, label, text_column: str, label_column: 
 def _read_jsonl(path: Path, text_column: str, label_column: str) -> list[Record]:
     """JSON Lines: one object per line with the text and label keys; blank lines are skipped."""
     records = []
-    for n, line in enumerate(_decode(path).splitlines(), start=1):
+    # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings, not line breaks.
+    for n, line in enumerate(_decode(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
+            obj = loads(line)  # a RecursionError ('[' x 100000) comes back as a JSONError too
+        except JSONError as e:
             raise DataError(
-                f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno}); each line must be one object "
+                f"{path}:{n}: malformed JSON ({e}); each line must be one object "
                 f'like {{"{text_column}": "...", "{label_column}": "..."}}'
             ) from None
         if not isinstance(obj, dict):

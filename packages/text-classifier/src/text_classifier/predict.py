@@ -150,10 +150,11 @@ def interactive(cfg) -> int:
 
 def export(cfg) -> int:
     """Merge the adapter into the base model; save it with its tokenizer and labels (safetensors)."""
-    from lora_shared.runs import export_merged
+    from lora_shared.runs import export_merged, export_target
 
+    target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, tokenizer, labels = load_trained(cfg)
-    target = Path(cfg.infer.export_dir or Path(cfg.model.adapter_dir) / "merged")
-    export_merged(model, target, processor=tokenizer, extra_json={LABELS_FILE: {"labels": labels}})
+    labels_json = {LABELS_FILE: {"labels": labels}}
+    export_merged(model, target, processor=tokenizer, extra_json=labels_json, run_dir=cfg.model.adapter_dir)
     print(f"merged model: {target}")
     return 0

@@ -11,16 +11,31 @@ from functools import partial
 from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
-from lora_shared.config import log_config, save_resolved_config
+from lora_shared.config import log_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import (
+    full_state_dict,
+    prepare_output_dir,
+    resolve_resume,
+    save_adapter,
+    save_run_config,
+    stage_dir,
+    write_metrics,
+)
 from lora_shared.seed import seed_everything
 
 from .data import build_collator, class_weights, load_splits, tokenize_dataset
 from .metrics import compute_metrics, full_report, save_confusion_png
-from .model import LABELS_FILE, build_model, build_tokenizer, load_trained, weighted_cross_entropy
+from .model import (
+    LABELS_FILE,
+    TOKENIZER_DIR,
+    build_model,
+    build_tokenizer,
+    load_trained,
+    weighted_cross_entropy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +44,11 @@ def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, metrics, curves and confusion matrix."""
     from transformers import Trainer
 
-    # ---- 1. Setup: seed, output dir, resolved config
+    # ---- 1. Setup: output dir (refuses a file, a read-only dir or a finished run: exit 2), seed, config
     args = cfg.train
+    out = prepare_output_dir(args)
     seed_everything(args.seed)
     set_cpu_threads(args.cpu_threads)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
 
     # ---- 2. Data: splits, label names and loss weights (every record validated before any model is built)
@@ -45,9 +59,15 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 3. Model: tokenizer, base + LoRA; a random (tiny) base and its trained vocab are saved for predict
     resume = resolve_resume(args)
-    tokenizer = build_tokenizer(cfg.model, train_ds["text"], output_dir=out, reuse_saved=resume is not None)
+    # A trained WordPiece is staged with the base; a resumed run reuses the vocab its checkpoint was
+    # trained with: the one staged by the killed run, else the published one (resuming a finished run).
+    stage = stage_dir(out)
+    vocab_home = out if resume and not (stage / TOKENIZER_DIR).is_dir() else stage
+    tokenizer = build_tokenizer(
+        cfg.model, train_ds["text"], output_dir=vocab_home, reuse_saved=resume is not None
+    )
     model = build_model(cfg.model, cfg.lora, labels, tokenizer, output_dir=out)
-    save_resolved_config(cfg.groups()[:4], out)
+    save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
 
     # ---- 4. Tokenise once up front; the collator pads each batch to its longest text

@@ -378,5 +378,5 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 
 def load_image(path: Path):
-    """Decode one image for prediction (clear error on a bad file)."""
+    """Decode one image for prediction, upright (EXIF orientation applied; clear error on a bad file)."""
     return open_image(path)

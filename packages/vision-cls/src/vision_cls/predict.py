@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 from .data import build_transforms, collect_inputs, load_image
 from .model import load_trained
@@ -50,11 +49,11 @@ def predict(cfg, inputs: list[str]) -> int:
 def export(cfg) -> int:
     """Merge the adapter into the base model and save a standalone safetensors model directory."""
     from lora_shared.modules import unfreeze_batchnorm
-    from lora_shared.runs import export_merged
+    from lora_shared.runs import export_merged, export_target
 
+    target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, labels, _ = load_trained(cfg)
     unfreeze_batchnorm(model)  # the merged model must load as a stock transformers checkpoint
-    target = Path(cfg.infer.export_dir or Path(cfg.model.adapter_dir) / "merged")
-    export_merged(model, target)
+    export_merged(model, target, run_dir=cfg.model.adapter_dir)
     print(f"merged model: {target}")
     return 0

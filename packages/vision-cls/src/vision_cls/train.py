@@ -11,14 +11,21 @@ from functools import partial
 from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
-from lora_shared.config import log_config, save_resolved_config
+from lora_shared.config import log_config
 from lora_shared.errors import DataError
 from lora_shared.metrics import confusion_matrix
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.plots import plot_confusion_matrix
 from lora_shared.reports import print_metrics
-from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import (
+    full_state_dict,
+    prepare_output_dir,
+    resolve_resume,
+    save_adapter,
+    save_run_config,
+    write_metrics,
+)
 from lora_shared.seed import seed_everything
 
 from .data import SeededAugment, build_transforms, collate_fn, epoch_callback, load_splits, transform_batch
@@ -32,12 +39,11 @@ def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, metrics, curves and confusion matrix."""
     from transformers import Trainer
 
-    # ---- 1. Setup: seed, output dir, resolved config
+    # ---- 1. Setup: output dir (refuses a file, a read-only dir or a finished run: exit 2), seed, config
     args = cfg.train
+    out = prepare_output_dir(args)
     seed_everything(args.seed)
     set_cpu_threads(args.cpu_threads)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
 
     # ---- 2. Data: splits and label names (validated before any model is built)
@@ -45,7 +51,7 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 3. Model: base + LoRA; a random (tiny) base is saved so predict can rebuild it
     model = build_model(cfg.model, cfg.lora, labels, output_dir=out)
-    save_resolved_config(cfg.groups()[:4], out)
+    save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
     size, mean, std = image_settings(cfg.model, model)
 

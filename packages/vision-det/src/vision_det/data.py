@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from lora_shared.errors import DataError
-from lora_shared.images import IMAGE_SUFFIXES, open_image, safe_join, to_rgb
+from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join, to_rgb
+from lora_shared.jsonfile import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -298,10 +299,7 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, fix_b
     if not path.is_file():
         raise DataError(f"{path}: COCO annotation file not found")
     root = Path(image_root).expanduser() if image_root else path.parent
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    coco = read_json(path)  # DataError with file:line for bad syntax, non-UTF-8, nesting too deep
     if not isinstance(coco, dict):
         raise DataError(f"{path}: expected a COCO object with images, annotations, categories")
     for key in ("images", "annotations", "categories"):
@@ -361,12 +359,11 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None, fix_b
     fixer = _BoxFixer(fix_boxes, str(path))
     records = []
     for iid, im in tqdm(images.items(), desc=f"checking {path.name}", leave=False, disable=len(images) < 500):
-        width, height = open_image(im["file"]).size  # full decode: a corrupt file fails now, not mid-run
-        if (im["width"], im["height"]) != (None, None) and (im["width"], im["height"]) != (width, height):
-            raise DataError(
-                f"{im['where']}: the JSON says {im['width']}x{im['height']} but the file is {width}x{height}; "
-                "fix width/height (boxes are in the file's pixel coordinates)"
-            )
+        # Full decode: a corrupt file fails now, not mid-run. The size is the upright one (EXIF
+        # orientation applied), as the datasets Image feature decodes it for training.
+        width, height = open_image(im["file"]).size
+        if (im["width"], im["height"]) != (None, None):
+            check_coco_size(im["where"], im["file"], (im["width"], im["height"]), (width, height), "boxes")
         objects = {"bbox": [], "category": [], "area": [], "iscrowd": [], "id": []}
         for i, where, a in per_image[iid]:
             box = fixer(a["bbox"], width, height, where)
@@ -725,5 +722,5 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 
 def load_image(path: Path):
-    """Decode one image for prediction (clear error on a bad file)."""
+    """Decode one image for prediction, upright (EXIF orientation applied; clear error on a bad file)."""
     return open_image(path)

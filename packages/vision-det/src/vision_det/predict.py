@@ -83,34 +83,44 @@ def draw_boxes(image, detections: list[dict], labels: list[str]):
 
 
 def _png_names(paths: list[Path]) -> list[str]:
-    """One output PNG name per input, unique even when two inputs share a file name."""
-    seen: dict[str, int] = {}
+    """One output PNG name per input, unique even when two inputs share a file name (a/x.png, b/x.png,
+    c/x_1.png -> x.png, x_1.png, x_1_1.png)."""
+    used: set[str] = set()
     names = []
     for p in paths:
-        n = seen.get(p.stem, 0)
-        seen[p.stem] = n + 1
-        names.append(f"{p.stem}.png" if n == 0 else f"{p.stem}_{n}.png")
+        name, n = f"{p.stem}.png", 0
+        while name in used:
+            n += 1
+            name = f"{p.stem}_{n}.png"
+        used.add(name)
+        names.append(name)
     return names
 
 
 def predict(cfg, inputs: list[str]) -> int:
     """Detect objects in images/folders; write predictions.json (COCO results) and boxed PNGs."""
-    from lora_shared.io import atomic_write_json
+    from lora_shared.io import atomic_write_bytes, atomic_write_json
     from lora_shared.models import pick_device, set_cpu_threads
+    from lora_shared.outputs import check_outputs, png_bytes
     from tqdm.auto import tqdm
 
     set_cpu_threads(cfg.train.cpu_threads)
     paths = collect_inputs(inputs)
     images = [load_image(p) for p in paths]  # all decoded first: a bad file fails before any output
+    opts = cfg.infer
+    default_dir = Path(cfg.train.output_dir) / "predictions"
+    out_dir = Path(opts.predictions_dir or default_dir).expanduser()
+    pngs = _png_names(paths)
+    # Never write over an input (predictions_dir = the photos' folder) or a file predict did not write.
+    outputs = [out_dir / "predictions.json"] + ([out_dir / n for n in pngs] if opts.draw else [])
+    check_outputs(outputs, paths, out_dir, default_dir)
     model, labels, processor = load_trained(cfg)
     model.to(pick_device())
-    opts = cfg.infer
-    out_dir = Path(opts.predictions_dir or Path(cfg.train.output_dir) / "predictions")
     out_dir.mkdir(parents=True, exist_ok=True)
     dets = detect(model, processor, images, opts.threshold, len(labels))
     results = []
     for image_id, (path, image, found, png) in enumerate(
-        tqdm(list(zip(paths, images, dets, _png_names(paths))), desc="writing", disable=len(paths) < 20),
+        tqdm(list(zip(paths, images, dets, pngs)), desc="writing", disable=len(paths) < 20),
         start=1,
     ):
         rows = [
@@ -119,10 +129,7 @@ def predict(cfg, inputs: list[str]) -> int:
         ]
         results += rows
         if opts.draw:
-            from lora_shared.io import atomic_write_bytes
-
-            buf = _png_bytes(draw_boxes(image, found, labels))
-            atomic_write_bytes(out_dir / png, buf)
+            atomic_write_bytes(out_dir / png, png_bytes(draw_boxes(image, found, labels)))
         if opts.json:
             print(json.dumps({"image": str(path), "detections": rows}, ensure_ascii=False))
         else:
@@ -135,20 +142,12 @@ def predict(cfg, inputs: list[str]) -> int:
     return 0
 
 
-def _png_bytes(image) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def export(cfg) -> int:
     """Merge the adapter into the base detector and save a standalone safetensors model dir + processor."""
-    from lora_shared.runs import export_merged
+    from lora_shared.runs import export_merged, export_target
 
+    target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, labels, processor = load_trained(cfg)
-    target = Path(cfg.infer.export_dir or Path(cfg.model.adapter_dir) / "merged")
-    export_merged(model, target, processor=processor)
+    export_merged(model, target, processor=processor, run_dir=cfg.model.adapter_dir)
     print(f"merged model: {target}")
     return 0

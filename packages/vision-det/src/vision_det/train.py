@@ -11,11 +11,18 @@ from functools import partial
 from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
-from lora_shared.config import log_config, save_resolved_config
+from lora_shared.config import log_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import (
+    full_state_dict,
+    prepare_output_dir,
+    resolve_resume,
+    save_adapter,
+    save_run_config,
+    write_metrics,
+)
 from lora_shared.seed import seed_everything
 
 from .data import align_categories, build_transforms, collate_fn, load_splits, transform_batch
@@ -29,12 +36,11 @@ def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, COCO metrics and curves."""
     from transformers import Trainer
 
-    # ---- 1. Setup: seed, output dir, resolved config
+    # ---- 1. Setup: output dir (refuses a file, a read-only dir or a finished run: exit 2), seed, config
     args = cfg.train
+    out = prepare_output_dir(args)
     seed_everything(args.seed)
     set_cpu_threads(args.cpu_threads)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
 
     # ---- 2. Data: splits and categories (every box validated before any model is built)
@@ -44,7 +50,7 @@ def train(cfg) -> dict[str, float]:
     # ---- 3. Model: detector + LoRA; a random-init (tiny/offline) base is saved so predict can rebuild it
     model = build_model(cfg.model, cfg.lora, labels, output_dir=out)
     processor = build_processor(cfg.model)
-    save_resolved_config(cfg.groups()[:4], out)
+    save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
 
     # ---- 4. Transforms: box-moving augmentation on train, none on eval; the processor resizes + encodes

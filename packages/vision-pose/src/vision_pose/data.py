@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from lora_shared.errors import DataError, UsageError
-from lora_shared.images import IMAGE_SUFFIXES, open_image, safe_join
+from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join
+from lora_shared.jsonfile import read_json
 
 from .figures import make_figures
 
@@ -289,7 +290,7 @@ def validate_coco(coco: dict, where: str, root: Path | None, pil: dict | None = 
 
 
 def _check_image_entry(im: dict, where: str, root: Path | None, pil: dict) -> None:
-    """The image must exist; fill in width/height from the file header when the JSON lacks them."""
+    """The image must exist and decode, its width/height (filled in when the JSON lacks them) match it."""
     if im["id"] in pil:
         im.setdefault("width", pil[im["id"]].width)
         im.setdefault("height", pil[im["id"]].height)
@@ -301,10 +302,12 @@ def _check_image_entry(im: dict, where: str, root: Path | None, pil: dict) -> No
             "fix file_name or pass --image_dir"
         )
     # A full decode, once, up front: a truncated or non-image file fails now (naming it), not mid-run or
-    # after the adapter was already saved.
+    # after the adapter was already saved. Its size is the upright one (EXIF orientation applied), the
+    # image training crops from; keypoints are checked against width/height, so those must match it.
     img = open_image(path)
     if not (_num(im.get("width")) and _num(im.get("height"))):
         im["width"], im["height"] = img.size
+    check_coco_size(f"{where}: image id={im['id']}", path, (im["width"], im["height"]), img.size, "keypoints")
 
 
 def load_coco(path: str | Path, image_dir: str | None = None) -> PoseSplit:
@@ -312,10 +315,7 @@ def load_coco(path: str | Path, image_dir: str | None = None) -> PoseSplit:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    coco = read_json(path)  # DataError with file:line for bad syntax, non-UTF-8, nesting too deep
     if not isinstance(coco, dict):
         raise DataError(f"{path}: expected a JSON object with images/annotations/categories")
     root = Path(image_dir).expanduser() if image_dir else path.parent

@@ -244,7 +244,15 @@ def read_run_info(adapter_dir) -> dict:
     path = find_adapter_dir(adapter_dir) / KEYPOINTS_FILE
     if not path.is_file():
         raise UsageError(f"{path} missing: not a vision-pose run directory")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        info = None
+    if not isinstance(info, dict) or "keypoints" not in info:  # e.g. overwritten by an older predict
+        raise UsageError(
+            f"{path}: not the run's keypoint schema (damaged or overwritten); restore it or retrain"
+        )
+    return info
 
 
 def load_trained(cfg):
@@ -268,8 +276,9 @@ def load_exported(path) -> PoseNet:
     path = Path(path)
     info = json.loads((path / KEYPOINTS_FILE).read_text())
     if info["kind"] == "vitpose":
-        return PoseNet("vitpose", 2.0, vitpose=VitPoseForPoseEstimation.from_pretrained(path)).eval()
-    backbone = MobileNetV2Model.from_pretrained(path / "backbone")
+        vitpose = VitPoseForPoseEstimation.from_pretrained(path, use_safetensors=True)  # never a pickle
+        return PoseNet("vitpose", 2.0, vitpose=vitpose).eval()
+    backbone = MobileNetV2Model.from_pretrained(path / "backbone", use_safetensors=True)
     backbone.pooler = None
     head = DeconvHead(
         backbone.conv_1x1.convolution.out_channels, len(info["keypoints"]), info["head_channels"]

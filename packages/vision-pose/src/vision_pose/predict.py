@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from lora_shared.errors import DataError
+from lora_shared.errors import DataError, UsageError
 
 from .data import PoseSplit, Schema, collect_inputs, heatmap_to_image, load_coco, make_sample
 from .heatmaps import decode_heatmaps
@@ -132,15 +132,20 @@ def draw_skeleton(img, kps: np.ndarray, schema: Schema, threshold: float = 0.0, 
     return out
 
 
-def save_png(img, path: Path) -> None:
-    """Write a PNG atomically (a kill never leaves half a file)."""
+def save_png(img, path: Path, mark: bool = False) -> None:
+    """Write a PNG atomically (a kill never leaves half a file); `mark` tags it as a predict output."""
     import io
 
     from lora_shared.io import atomic_write_bytes
+    from lora_shared.outputs import png_bytes
 
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    if mark:
+        data = png_bytes(img)
+    else:
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+    atomic_write_bytes(path, data)
 
 
 def _inputs_as_split(paths: list[Path], schema: Schema, image_dir: str | None) -> PoseSplit:
@@ -195,16 +200,49 @@ def _inputs_as_split(paths: list[Path], schema: Schema, image_dir: str | None) -
     return PoseSplit("predict inputs", schema, by_id, anns, pil, Path("/"))
 
 
+def _drawing_names(split: PoseSplit) -> dict[int, str]:
+    """image id -> `<stem>_pose.png`, unique even when two inputs share a stem (a/x.png, b/x.png)."""
+    names: dict[int, str] = {}
+    used: set[str] = set()
+    for a in split.anns:
+        image_id = a["image_id"]
+        if image_id in names:
+            continue
+        stem = Path(split.images[image_id]["file_name"]).stem
+        name, n = f"{stem}_pose.png", 0
+        while name in used:  # same stem in two folders: keep both
+            n += 1
+            name = f"{stem}_{image_id}_pose.png" if n == 1 else f"{stem}_{image_id}_{n}_pose.png"
+        used.add(name)
+        names[image_id] = name
+    return names
+
+
 def predict(cfg, inputs: list[str]) -> int:
     """Write <predictions_dir>/keypoints.json (COCO results) and one skeleton PNG per image."""
     from lora_shared.io import atomic_write_json
     from lora_shared.models import pick_device
+    from lora_shared.outputs import check_outputs
 
+    from .model import read_run_info
+
+    if not cfg.model.adapter_dir:
+        raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
     paths = collect_inputs(inputs)
+    # The run's schema (a small JSON) is enough to read the inputs and plan the outputs: both are checked
+    # before the model is built.
+    split = _inputs_as_split(
+        paths, Schema.from_json(read_run_info(cfg.model.adapter_dir)), cfg.data.image_dir
+    )
+    default_dir = Path(cfg.model.adapter_dir).expanduser() / "predictions"
+    out = Path(cfg.infer.predictions_dir or default_dir).expanduser()
+    names = _drawing_names(split)
+    # --predictions_dir <run> would put keypoints.json over the run's own schema file: refused, as is
+    # writing over an input image or any file predict did not write.
+    inputs_used = [*paths, *(Path(e["file_name"]) for e in split.images.values())]
+    check_outputs([out / "keypoints.json", *(out / n for n in names.values())], inputs_used, out, default_dir)
     model, schema, _sigmas, settings = load_trained(cfg)
-    split = _inputs_as_split(paths, schema, cfg.data.image_dir)
     model.to(pick_device())
-    out = Path(cfg.infer.predictions_dir or Path(cfg.model.adapter_dir) / "predictions")
     people = split.anns
     preds = infer_people(model, people, split.image, settings, cfg.model.decode, cfg.model.heatmap_sigma)
     results = to_results(people, preds, schema.category_id)
@@ -213,18 +251,14 @@ def predict(cfg, inputs: list[str]) -> int:
     by_image: dict[int, list[int]] = {}
     for n, a in enumerate(people):
         by_image.setdefault(a["image_id"], []).append(n)
-    used: set[str] = set()
     for image_id, idx in by_image.items():
-        src = Path(split.images[image_id]["file_name"])
-        name = f"{src.stem}_pose.png"
-        if name in used:  # same stem in two folders: keep both
-            name = f"{src.stem}_{image_id}_pose.png"
-        used.add(name)
         save_png(
-            draw_skeleton(split.image(image_id), preds[idx], schema, cfg.infer.draw_threshold), out / name
+            draw_skeleton(split.image(image_id), preds[idx], schema, cfg.infer.draw_threshold),
+            out / names[image_id],
+            mark=True,
         )
         for n in idx:
-            results[n]["drawing"] = name
+            results[n]["drawing"] = names[image_id]
     atomic_write_json(out / "keypoints.json", results)
     for r in results:
         xy = np.asarray(r["keypoints"]).reshape(-1, 3)
@@ -242,15 +276,16 @@ def export(cfg) -> int:
     ViTPose: a stock `VitPoseForPoseEstimation` checkpoint. MobileNetV2: `backbone/` (a stock
     `MobileNetV2Model`) + `head.safetensors`; `vision_pose.model.load_exported` rebuilds either.
     """
-    from lora_shared.io import atomic_dir, atomic_write_json
+    from lora_shared.io import atomic_write_json
     from lora_shared.modules import unfreeze_batchnorm
+    from lora_shared.runs import export_target, export_writer
     from safetensors.torch import save_file
 
+    target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, schema, sigmas, settings = load_trained(cfg)
     info = {**schema.as_json(sigmas), "image_height": settings.height, "image_width": settings.width}
     merged = model.merge_and_unload()
-    target = Path(cfg.infer.export_dir or Path(cfg.model.adapter_dir) / "merged")
-    with atomic_dir(target) as tmp:
+    with export_writer(target, cfg.model.adapter_dir) as tmp:  # replaces only a previous export
         if merged.kind == "vitpose":
             merged.vitpose.config.id2label = dict(enumerate(schema.names))
             merged.vitpose.config.label2id = {n: i for i, n in enumerate(schema.names)}

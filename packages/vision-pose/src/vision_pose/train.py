@@ -11,11 +11,18 @@ from functools import partial
 from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
-from lora_shared.config import log_config, save_resolved_config
+from lora_shared.config import log_config
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
-from lora_shared.runs import full_state_dict, resolve_resume, save_adapter, write_metrics
+from lora_shared.runs import (
+    full_state_dict,
+    prepare_output_dir,
+    resolve_resume,
+    save_adapter,
+    save_run_config,
+    write_metrics,
+)
 from lora_shared.seed import seed_everything
 
 from .data import PoseDataset, collate_fn, default_sigmas, load_splits
@@ -59,12 +66,11 @@ def train(cfg) -> dict[str, float]:
     """Fine-tune `cfg.model` with LoRA on `cfg.data`; write adapter, metrics, curves and skeleton PNGs."""
     from transformers import Trainer
 
-    # ---- 1. Setup: seed, output dir, resolved config
+    # ---- 1. Setup: output dir (refuses a file, a read-only dir or a finished run: exit 2), seed, config
     args = cfg.train
+    out = prepare_output_dir(args)
     seed_everything(args.seed)
     set_cpu_threads(args.cpu_threads)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     log_config(cfg.groups())
 
     # ---- 2. Data: COCO keypoints (or built-in figures), validated before any model is built
@@ -74,7 +80,7 @@ def train(cfg) -> dict[str, float]:
 
     # ---- 3. Model: base + LoRA on the backbone; a random (tiny) base is saved so predict can rebuild it
     model = build_model(cfg.model, cfg.lora, schema.num_keypoints, output_dir=out)
-    save_resolved_config(cfg.groups()[:4], out)
+    save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
     base = model.get_base_model()
     train_st = crop_settings(cfg.model, cfg.data, base, schema.names, train=True)
