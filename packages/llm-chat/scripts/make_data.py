@@ -3,8 +3,9 @@
     uv run --frozen python packages/llm-chat/scripts/make_data.py
 
 Everything was written for loraworks: templates and slot values for customer service, a bank FAQ with
-hand-written answers and the keywords a correct answer must contain, and four data-platform tasks with
-expected outputs. The output is committed as source; `tests/test_data.py` checks it equals this script's
+hand-written answers and the keywords a correct answer must contain, and the four tasks of the reference
+multi-task system (seed 004: question-scene and question-type classification, data-platform Q&A, file-name
+extraction) in its prompt format, with expected outputs. The output is committed as source; `tests/test_data.py` checks it equals this script's
 output (seeded, deterministic). Records are OpenAI `messages` plus metadata (intent / category / task /
 keywords). Held-out splits use wordings (templates, question phrasings) the training split never shows.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from pathlib import Path
 
 SEED = 20261125
@@ -424,160 +426,374 @@ def _bank(q: str, a: str, cat: str, kws: list[str]) -> dict:
     return {"messages": msgs, "category": cat, "keywords": kws}
 
 
-# ============================================================================ multi-task (>= 121)
-SCENES = ["数据开发", "数据查询", "任务运维", "权限管理", "平台使用"]
-QTYPES = ["操作咨询", "故障排查", "概念解释", "需求申请"]
-TABLES = [
-    "dwd_order_detail",
-    "ods_user_log",
-    "ads_gmv_daily",
-    "dim_product",
-    "dws_trade_summary",
-    "订单宽表",
-    "用户画像表",
+# ============================================================================ multi-task (reference system 004)
+# The four tasks, labels and prompt format of the reference multi-task SFT system (seed 004): the user turn
+# is `任务: <task name>\n输入: <text>` (no system prompt, no "输出:"), the answer is the bare output. Its
+# assistant serves a natural-resources spatial data platform (地类图斑 data, 发服务 = publish a map service,
+# data cleaning by 清洗规则 + 清洗方案), so ours does too. Record task ids (scene_cls, ...) are ours; the
+# prompt carries the reference system's Chinese task names.
+MT_TASKS = {
+    "scene_cls": "问题场景分类",
+    "qtype_cls": "问题类型分类",
+    "dp_qa": "问题回答",
+    "filename_extract": "文件名称提取",
+}
+# 通用问题 = talk with the assistant itself (greetings, who it is, what it can do, thanks, farewells; the class
+# text-classifier calls 通用对话); 无关问题 = anything else that has nothing to do with the platform.
+DP, GENERAL, UNRELATED = "数据平台相关问题", "通用问题", "无关问题"
+SCENE_LABELS = [DP, GENERAL, UNRELATED]
+# 问题回答 = the user asks how/what/why (the assistant answers); 任务处理 = the user asks the assistant to do
+# something on the platform. Seed 004 labels "我有一批西安市地类图斑的数据，怎么进行发服务" 问题回答.
+ASK, DO = "问题回答", "任务处理"
+QTYPE_LABELS = [ASK, DO]
+MT_TEST_EVERY = 4  # every 4th template of a class (after a seeded shuffle) is held out, as in text-classifier
+# Distinct fillings per training template (held-out templates give at most 2: ~90 test items in all). A
+# data-platform sentence gives one scene item: the same wordings also train the type and extraction tasks.
+MT_PER_TEMPLATE = {"scene_cls": 3, "scene_cls_dp": 1, "qtype_cls": 3, "filename_extract": 3}
+
+PLACES = [
+    "西安市",
+    "咸阳市",
+    "宝鸡市",
+    "渭南市",
+    "延安市",
+    "汉中市",
+    "榆林市",
+    "安康市",
+    "商洛市",
+    "铜川市",
+    "雁塔区",
+    "长安区",
+    "临潼区",
+    "鄠邑区",
+    "高陵区",
+    "杨凌示范区",
 ]
-JOBS = ["每日GMV汇总任务", "用户标签同步任务", "订单ETL作业", "埋点清洗任务", "会员宽表任务"]
-# (question template, scene, qtype); {t} table, {j} job.
-MT_QUESTIONS = [
-    ("怎么在平台上新建一个Hive SQL开发任务？", "数据开发", "操作咨询"),
-    ("{j}的SQL里怎么引用上游表{t}？", "数据开发", "操作咨询"),
-    ("开发任务提交时报语法错误，但SQL在本地能跑，为什么？", "数据开发", "故障排查"),
-    ("{j}发布后代码没有生效是什么原因？", "数据开发", "故障排查"),
-    ("什么是数仓分层里的DWD层？", "数据开发", "概念解释"),
-    ("增量同步和全量同步有什么区别？", "数据开发", "概念解释"),
-    ("想申请一个新的开发项目空间用于{j}", "数据开发", "需求申请"),
-    ("需要给{t}新增一个分区字段，找谁处理？", "数据开发", "需求申请"),
-    ("怎么查询{t}昨天的数据量？", "数据查询", "操作咨询"),
-    ("在即席查询里怎么导出{t}的结果到Excel？", "数据查询", "操作咨询"),
-    ("查询{t}一直卡住不出结果怎么办？", "数据查询", "故障排查"),
-    ("即席查询报错Table not found，但{t}明明存在", "数据查询", "故障排查"),
-    ("查询结果里的GMV口径是什么意思？", "数据查询", "概念解释"),
-    ("分区裁剪是什么，为什么查询要带分区条件？", "数据查询", "概念解释"),
-    ("希望提高即席查询的单次导出行数上限", "数据查询", "需求申请"),
-    ("能不能帮忙开一个{t}的数据查询API？", "数据查询", "需求申请"),
-    ("{j}怎么设置每天凌晨2点调度？", "任务运维", "操作咨询"),
-    ("怎么给{j}补数据，补上周的分区？", "任务运维", "操作咨询"),
-    ("{j}今天失败了，日志显示OOM", "任务运维", "故障排查"),
-    ("{j}一直在等待上游，没有开始运行", "任务运维", "故障排查"),
-    ("调度里的依赖和自依赖是什么意思？", "任务运维", "概念解释"),
-    ("任务的基线告警是什么？", "任务运维", "概念解释"),
-    ("{j}需要加一个失败短信告警", "任务运维", "需求申请"),
-    ("申请把{j}的资源队列调大一些", "任务运维", "需求申请"),
-    ("怎么申请{t}的读权限？", "权限管理", "操作咨询"),
-    ("权限审批进度在哪里查看？", "权限管理", "操作咨询"),
-    ("已经审批通过了，查询{t}还是提示没有权限", "权限管理", "故障排查"),
-    ("同事离职后他的任务无法运行，报权限错误", "权限管理", "故障排查"),
-    ("表权限和列权限有什么区别？", "权限管理", "概念解释"),
-    ("什么是敏感字段脱敏？", "权限管理", "概念解释"),
-    ("需要为新同事开通数据平台账号", "权限管理", "需求申请"),
-    ("申请{t}手机号字段的明文权限", "权限管理", "需求申请"),
-    ("数据平台的入口地址是什么？", "平台使用", "操作咨询"),
-    ("怎么在平台上查看{t}的血缘关系？", "平台使用", "操作咨询"),
-    ("平台页面一直加载不出来", "平台使用", "故障排查"),
-    ("数据地图搜索不到{t}", "平台使用", "故障排查"),
-    ("数据地图里的表热度是什么？", "平台使用", "概念解释"),
-    ("元数据和数据血缘是什么关系？", "平台使用", "概念解释"),
-    ("希望平台支持暗色主题", "平台使用", "需求申请"),
-    ("建议数据地图增加表负责人的联系方式", "平台使用", "需求申请"),
+LAYERS = [
+    "地类图斑",
+    "永久基本农田",
+    "生态保护红线",
+    "城镇开发边界",
+    "行政区划",
+    "土地利用现状",
+    "宗地",
+    "村庄规划",
+    "耕地保护目标",
+    "地籍调查",
+    "林地",
+    "自然保护地",
+    "建设用地报批",
+    "矿业权",
+    "遥感影像",
+    "DEM高程",
 ]
-SCENE_INSTR = (
-    "判断下面的问题属于哪个场景（数据开发、数据查询、任务运维、权限管理、平台使用），只输出场景名称。\n问题："
-)
-QTYPE_INSTR = "判断下面的问题属于哪种类型（操作咨询、故障排查、概念解释、需求申请），只输出类型名称。\n问题："
+YEARS = ["2021年", "2022年", "2023年", "2024年"]
+EXTS = [".shp", ".gdb", ".zip", ".geojson"]
+
+
+def data_name(rng: random.Random) -> str:
+    """A data set's name as users write it: place + layer, sometimes with the year in front."""
+    name = rng.choice(PLACES) + rng.choice(LAYERS)
+    return rng.choice(YEARS) + name if rng.random() < 0.3 else name
+
+
+# Slot values; `data` and `file` are generated (a file is a data name with its extension).
+MT_SLOTS: dict[str, list[str]] = {
+    "fmt": ["GDB", "Shapefile", "GeoJSON", "Excel"],
+    "org": ["市规划局", "区县自然资源分局", "不动产登记中心", "林业局", "测绘院"],
+    "person": ["张工", "李科长", "王老师", "新来的同事", "测绘院的刘工"],
+    "greet": ["你好", "您好", "早上好", "下午好", "嗨", "哈喽"],
+    "thanks": ["谢谢", "多谢", "感谢", "辛苦了，谢谢"],
+    "bye": ["再见", "拜拜", "先这样吧", "我先下线了"],
+    "you": ["小助手", "助手", "机器人"],
+    "city": ["北京", "上海", "成都", "杭州", "西安", "厦门", "重庆", "青岛"],
+    "dish": ["红烧肉", "宫保鸡丁", "麻婆豆腐", "酸菜鱼", "糖醋排骨", "蛋炒饭"],
+    "genre": ["科幻", "悬疑", "喜剧", "动画", "纪录片"],
+    "team": ["湖人", "皇马", "国足", "勇士", "曼联"],
+    "symptom": ["感冒", "嗓子疼", "胃疼", "发烧", "过敏"],
+    "pet": ["猫", "狗", "仓鼠", "兔子", "鹦鹉"],
+    "food": ["西瓜", "米饭", "酸奶", "牛奶", "月饼"],
+    "subject": ["高数", "英语四级", "考研政治", "雅思口语"],
+    "a": ["37", "128", "2.5", "64"],
+    "b": ["15", "999", "12", "3.6"],
+}
+
+# Data-platform questions: (pattern, question type). Those naming a data set ({data} or {file}) also make
+# the file-name extraction items; all of them make scene (数据平台相关问题) and type items.
+DP_TEMPLATES: list[tuple[str, str]] = [
+    ("我有一批{data}的数据，怎么进行发服务", ASK),
+    ("{data}数据怎么入库？", ASK),
+    ("{data}入库的时候提示坐标系不一致，该怎么处理？", ASK),
+    ("{data}发布成服务以后，服务地址在哪里看？", ASK),
+    ("{data}的质检没通过，质检报告在哪下载？", ASK),
+    ("想把{data}导出成shp格式，在哪里操作？", ASK),
+    ("{data}的地图服务加载很慢，有什么办法吗", ASK),
+    ("为什么{data}叠加到底图上会有偏移？", ASK),
+    ("{data}更新以后，之前发布的服务会自动更新吗？", ASK),
+    ("{data}的元数据在哪里修改？", ASK),
+    ("怎么申请{data}数据的下载权限？", ASK),
+    ("{data}里各个地类的面积怎么统计？", ASK),
+    ("上传的{file}一直显示解析中，是什么原因？", ASK),
+    ("{file}入库失败，提示缺少投影文件，怎么办", ASK),
+    ("{data}能不能回退到上个月的版本？", ASK),
+    ("平台支持哪些格式的矢量数据入库？", ASK),
+    ("切片服务和动态地图服务有什么区别？", ASK),
+    ("数据共享申请一般多久能审批完？", ASK),
+    ("清洗规则和清洗方案是什么关系？", ASK),
+    ("质检规则可以自己定义吗？", ASK),
+    ("服务的访问令牌过期了怎么续期？", ASK),
+    ("拓扑检查主要检查哪些问题", ASK),
+    ("帮我把{data}数据发布成服务", DO),
+    ("请将{data}数据入库", DO),
+    ("对{data}做一次数据质检", DO),
+    ("把{data}的坐标系转换成CGCS2000", DO),
+    ("帮我导出{data}数据，格式要{fmt}", DO),
+    ("把{data}数据共享给{org}", DO),
+    ("重新生成{data}服务的切片", DO),
+    ("帮我统计一下{data}的总面积", DO),
+    ("启动{data}的数据清洗任务", DO),
+    ("给{person}开通{data}的查看权限", DO),
+    ("查一下{data}入库任务现在的进度", DO),
+    ("用最新的{data}数据更新一下服务", DO),
+    ("我刚上传了{file}，帮我入库", DO),
+    ("把{file}转换成GeoJSON格式", DO),
+    ("{data}数据有问题，帮我回退到上一个版本", DO),
+    ("把{data}和现有的底图叠加，发布成一个新服务", DO),
+    ("帮我新建一个数据清洗方案", DO),
+    ("把昨天失败的入库任务全部重跑一遍", DO),
+    ("生成本月的数据更新统计报表", DO),
+    ("停掉所有正在运行的切片任务", DO),
+    ("帮我重置一下服务的访问令牌", DO),
+    ("删除上周创建的测试服务", DO),
+]
+GENERAL_TEMPLATES = [
+    "{greet}",
+    "{greet}，你是谁？",
+    "你能帮我做哪些事情？",
+    "你叫什么名字",
+    "{thanks}，问题解决了",
+    "你是真人还是机器人？",
+    "今天辛苦你了",
+    "{bye}，下次再来问你",
+    "在吗？",
+    "刚才的回答很清楚，{thanks}",
+    "你的回答好像不对，能再想想吗",
+    "{greet}，第一次用这个助手，请多指教",
+    "你会记住我们之前聊过的内容吗",
+    "我不太会提问，你能教教我怎么问吗",
+    "好的，明白了",
+    "哈哈，你还挺有意思的",
+    "你背后用的是什么模型",
+    "能不能回答得简短一点",
+    "你支持英文提问吗",
+    "{you}，你今天心情怎么样",
+    "我刚才说错了，不好意思",
+    "你能陪我聊会儿天吗",
+    "你和ChatGPT有什么区别",
+    "这么晚了{you}还在线啊",
+]
+UNRELATED_TEMPLATES = [
+    "{city}明天会下雨吗",
+    "{dish}怎么做才好吃",
+    "推荐几部好看的{genre}电影",
+    "{team}昨晚的比赛谁赢了",
+    "{symptom}了吃什么药好得快",
+    "周末去{city}玩有什么推荐的景点",
+    "iPhone怎么截长图",
+    "今年国庆放几天假",
+    "怎么写一封得体的辞职信",
+    "帮我算一下{a}乘以{b}等于多少",
+    "猫为什么喜欢踩奶",
+    "租房签合同要注意什么",
+    "高铁票退票手续费怎么算",
+    "{pet}不吃东西怎么办",
+    "世界上最高的山是哪座",
+    "科目二倒车入库有什么技巧",
+    "手机流量用得太快怎么办",
+    "换新手机后怎么迁移微信聊天记录",
+    "{city}有哪些必吃的小吃",
+    "{food}放冰箱能保存几天",
+    "孩子不爱写作业怎么办",
+    "{subject}怎么复习效率高",
+    "Excel表格怎么按颜色筛选",
+    "地球到月球有多远",
+]
+# Data-platform Q&A (问题回答): [train phrasings], held-out phrasing, answer, keywords a correct answer holds.
+# The first answer is seed 004's own example, completed.
 DP_QA = [
     (
-        ["数据平台怎么申请表的读权限？", "如何申请表读权限", "没有表权限怎么申请"],
-        "想查一张表但没权限，怎么开通？",
-        "在数据地图中搜索目标表，点击「申请权限」，选择读权限和有效期并填写用途，提交后由表负责人审批，审批通过后即可查询。",
+        ["数据清洗流程", "数据清洗怎么做？", "平台上怎么清洗数据"],
+        "我想把一批数据清洗一下，步骤是什么？",
+        "数据清洗流程需要先配置清洗规则，再配置清洗方案，最后针对要清洗的数据启动清洗任务即可。清洗规则定义字段格式、空值和重复图斑的处理方式，清洗方案把多条规则组合起来，任务完成后可在任务中心查看清洗日志。",
+        ["清洗规则", "清洗方案", "启动清洗任务", "任务中心"],
     ),
     (
-        ["任务失败了怎么重跑？", "调度任务怎么重新运行", "失败的实例如何重试"],
-        "我的调度实例挂了，要怎么再跑一遍？",
-        "在运维中心找到失败的实例，查看日志排除原因后点击「重跑」；如需连同下游一起恢复，选择「重跑下游」。",
+        ["数据怎么发布服务", "如何发服务", "矢量数据发布成地图服务的步骤"],
+        "入库后的图层想让别人在地图上看到，要怎么发？",
+        "发布服务需要先完成数据入库，再进入服务管理点击新建服务，选择已入库的数据和服务类型（WMS、WFS或WMTS），配置符号样式后点击发布，发布成功后在服务详情中可以复制服务地址。",
+        ["数据入库", "服务管理", "服务类型", "服务地址"],
     ),
     (
-        ["怎么补历史数据？", "补数据在哪里操作", "如何对任务补数"],
-        "上个月的分区缺了，想补回来，怎么操作？",
-        "在运维中心选中任务点击「补数据」，选择业务日期范围和是否包含下游，提交后平台会按日期依次生成补数实例。",
+        ["数据入库流程", "怎么把数据导入平台", "shp文件怎么入库"],
+        "手上有一份矢量数据，要放进平台里，该怎么操作？",
+        "数据入库先在数据目录中选择或新建数据集，上传Shapefile、GDB或GeoJSON文件（Shapefile需打成zip包并包含prj投影文件），平台自动检查坐标系和字段映射，确认无误后提交入库任务，完成后数据即出现在数据目录中。",
+        ["数据目录", "zip", "坐标系", "入库任务"],
     ),
     (
-        ["任务报OOM怎么办？", "内存溢出怎么解决", "作业内存不够怎么处理"],
-        "Spark作业总是内存溢出失败，怎么办？",
-        "先检查是否存在数据倾斜，再在任务配置中调大executor内存或增加并行度，必要时把大表关联改为分批处理。",
+        ["数据质检怎么做", "怎么检查数据质量", "质检流程是什么"],
+        "入库前想确认图斑有没有拓扑错误，用什么功能？",
+        "在质检管理中选择质检规则集（拓扑检查、属性检查、坐标系检查等），指定待质检的数据后启动质检任务，完成后可在线查看问题图斑并下载质检报告，问题修正后可以重新质检。",
+        ["质检规则集", "拓扑检查", "质检任务", "质检报告"],
     ),
     (
-        ["数据血缘在哪里看？", "怎么查看表的上下游", "如何查看字段血缘"],
-        "想知道一张表被哪些任务用到，在哪看？",
-        "在数据地图打开表详情，进入「血缘关系」页签，可以查看表级和字段级的上下游及产出任务。",
+        ["坐标系怎么转换", "如何把数据转成2000坐标系", "坐标转换在哪里做"],
+        "我的数据是西安80坐标，平台要求国家2000，怎么办？",
+        "在数据处理工具中选择坐标转换，设置源坐标系（如西安80或北京54）和目标坐标系CGCS2000，选择七参数或格网转换方法后执行转换任务，转换结果另存为新数据，原数据保持不变。",
+        ["坐标转换", "源坐标系", "CGCS2000", "七参数"],
     ),
     (
-        ["怎么设置任务告警？", "任务失败能通知我吗", "如何配置报警"],
-        "任务跑失败时我想收到通知，怎么配置？",
-        "在任务的「调度配置-告警设置」中添加告警规则，选择失败、超时或基线告警，并指定短信、邮件或IM接收人。",
+        ["数据权限怎么申请", "没有数据查看权限怎么办", "怎么申请下载数据"],
+        "别的部门的图层我看不了，要走什么流程？",
+        "在数据目录中找到目标数据，点击申请权限，选择查看或下载权限并填写用途和有效期，提交后由数据管理员审批，审批通过后会收到消息通知，即可查看或下载。",
+        ["申请权限", "用途", "数据管理员", "审批"],
+    ),
+    (
+        ["数据怎么导出", "怎么下载平台上的数据", "数据可以导出成哪些格式"],
+        "想把平台里的图层拷出来给外单位，怎么弄？",
+        "在数据目录中选中数据点击导出，选择导出格式（Shapefile、GDB、GeoJSON或Excel）和导出范围，导出任务完成后到下载中心下载文件；涉密数据导出需要先通过审批。",
+        ["导出格式", "导出范围", "下载中心", "审批"],
+    ),
+    (
+        ["数据更新后服务怎么同步", "服务的数据怎么更新", "更新了数据服务还是旧的"],
+        "底层数据改过了，地图上显示的还是以前的，怎么刷新？",
+        "数据更新后在服务管理中找到对应服务，点击刷新缓存即可使用最新数据；如果字段结构发生了变化需要重新发布服务，切片服务还需要重新生成切片。",
+        ["服务管理", "刷新缓存", "重新发布", "重新生成切片"],
+    ),
+    (
+        ["元数据怎么编辑", "在哪里修改数据的元数据", "元数据包括哪些内容"],
+        "数据的来源和比例尺信息写错了，去哪改？",
+        "在数据目录中打开数据详情，进入元数据页签即可编辑数据名称、数据来源、比例尺、坐标系、更新时间和负责人等信息，保存后立即生效，修改记录保留在操作日志中。",
+        ["数据详情", "元数据页签", "比例尺", "操作日志"],
+    ),
+    (
+        ["数据怎么共享给其他单位", "共享交换怎么用", "如何把服务共享出去"],
+        "区县的同事也要用我们的图层，怎么给他们？",
+        "在共享交换模块新建共享申请，选择要共享的数据或服务，填写接收单位、共享方式和共享期限，审批通过后对方可以通过共享接口或服务地址访问，到期后权限自动回收。",
+        ["共享交换", "接收单位", "共享期限", "自动回收"],
+    ),
+    (
+        ["任务失败了怎么处理", "入库任务报错怎么办", "怎么查看任务失败原因"],
+        "我提交的处理任务一直显示失败，从哪里下手排查？",
+        "在任务中心找到失败的任务，打开运行日志查看报错信息，常见原因有字段缺失、几何错误和坐标系不一致，按提示修正数据后点击重试即可，重试仍失败可以导出日志联系平台运维。",
+        ["任务中心", "运行日志", "几何错误", "重试"],
+    ),
+    (
+        ["多个图层怎么合并", "数据融合怎么操作", "几个区县的数据能拼成一个吗"],
+        "各区分别上报的图斑想汇总成全市一张图，用什么工具？",
+        "使用数据处理中的数据融合工具，添加需要合并的图层并设置字段对应关系，可以选择按融合字段合并相邻图斑，执行后生成一份新的合并数据，原图层不受影响。",
+        ["数据融合", "字段对应关系", "融合字段", "新的合并数据"],
+    ),
+    (
+        ["地图切片怎么做", "服务怎么生成切片", "切片级别怎么设置"],
+        "影像服务浏览很卡，想做成瓦片，怎么操作？",
+        "在服务管理中选择服务点击生成切片，设置切片方案和起止级别（市级数据一般到18级即可），切片任务完成后服务以WMTS方式提供，浏览速度会明显提升。",
+        ["生成切片", "切片方案", "级别", "WMTS"],
+    ),
+    (
+        ["数据有历史版本吗", "怎么回退数据版本", "数据版本怎么对比"],
+        "昨天覆盖入库把数据弄错了，能恢复成之前的吗？",
+        "平台对每次入库和更新自动生成数据版本，在数据详情的版本页签可以查看历史版本，选中两个版本可以对比差异，确认后点击回退即可恢复到所选版本。",
+        ["版本页签", "历史版本", "对比差异", "回退"],
+    ),
+    (
+        ["怎么统计图斑面积", "面积统计工具怎么用", "怎么按行政区统计面积"],
+        "领导要各个乡镇的耕地有多少亩，平台能算吗？",
+        "在分析工具中选择面积统计，选择数据和分类字段（如地类名称），再选择统计单元（如乡镇行政区划），执行后得到分类汇总的面积表，单位可选平方米、亩或公顷，结果可以导出为Excel。",
+        ["面积统计", "分类字段", "统计单元", "Excel"],
+    ),
+    (
+        ["服务地址怎么调用", "怎么在ArcGIS里加载平台的服务", "服务怎么接入自己的系统"],
+        "我们的业务系统想用平台的底图，怎么接？",
+        "在服务详情页复制服务地址和访问令牌，在ArcGIS、QGIS或前端地图框架中按WMS、WFS或WMTS协议添加该地址，并在请求中携带令牌即可调用；令牌过期后可在个人中心重新生成。",
+        ["服务地址", "访问令牌", "WMTS", "个人中心"],
     ),
 ]
-FN_TEXTS = [
-    ("请把 {a} 和 {b} 上传到共享目录，明天评审用。", 2),
-    ("任务日志里提到读取 {a} 失败，随后又重试了 {b}。", 2),
-    ("附件：{a}、{b}、{c}，请查收。", 3),
-    ("我把报表导出成了 {a}，原始数据在 {b} 里。", 2),
-    ("只需要修改 {a} 这一个文件就行。", 1),
-    ("脚本 {a} 会生成 {b}，再由 {c} 汇总。", 3),
-    ("昨天发你的 {a} 有问题，以 {b} 为准。", 2),
-    ("部署前检查 {a} 是否和 {b} 的版本一致。", 2),
-]
-FILES = [
-    "sales_2026Q3.xlsx",
-    "etl_config.yaml",
-    "report.pdf",
-    "dwd_order.sql",
-    "user_tags.csv",
-    "run_daily.sh",
-    "README.md",
-    "schema.json",
-    "合同扫描件.pdf",
-    "需求说明.docx",
-    "model_v2.pkl",
-    "monitor.py",
-    "data.parquet",
-    "周报.pptx",
-]
-FN_INSTR = "从下面的文本中提取所有文件名，按出现顺序用英文逗号分隔输出，不要输出其他内容。\n文本："
-MT_SYSTEM = "你是数据平台的智能助手。"
+
+
+def mt_prompt(task: str, text: str) -> str:
+    """The reference system's user turn: `任务: <task name>\\n输入: <text>`."""
+    return f"任务: {MT_TASKS[task]}\n输入: {text}"
+
+
+def _fill(pattern: str, rng: random.Random) -> tuple[str, str | None]:
+    """(text, the data or file name it holds, or None) for one filling of a template."""
+    values: dict[str, str] = {}
+    name = None
+    for _, field_name, _, _ in string.Formatter().parse(pattern):
+        if field_name == "data":
+            values["data"] = name = data_name(rng)
+        elif field_name == "file":
+            values["file"] = name = data_name(rng) + rng.choice(EXTS)
+        elif field_name:
+            values[field_name] = rng.choice(MT_SLOTS[field_name])
+    return pattern.format(**values), name
+
+
+def _held_out(template_ids: list[str], rng: random.Random) -> set[str]:
+    """Every MT_TEST_EVERY-th template id after a seeded shuffle."""
+    order = list(template_ids)
+    rng.shuffle(order)
+    return set(order[::MT_TEST_EVERY])
 
 
 def make_multitask(rng: random.Random) -> tuple[list[dict], list[dict]]:
     train, test = [], []
-    # Classification: each question gives a scene sample and a type sample. The held-out questions are
-    # whole templates (one per scene) that training never shows, in both tasks.
-    held = {i for i in range(0, len(MT_QUESTIONS), 8)} | {i + 5 for i in range(0, len(MT_QUESTIONS) - 5, 8)}
-    for i, (tpl, scene, qtype) in enumerate(MT_QUESTIONS):
-        reps = 1 if i in held else 2 if "{" in tpl else 1
-        for _ in range(reps):
-            q = tpl.format(t=rng.choice(TABLES), j=rng.choice(JOBS))
-            split = test if i in held else train
-            split.append(_mt(SCENE_INSTR + q, scene, "scene_cls"))
-            split.append(_mt(QTYPE_INSTR + q, qtype, "qtype_cls"))
-    for phrasings, held_q, ans in DP_QA:
-        for q in phrasings:
-            train.append(_mt(q, ans, "dp_qa"))
-        test.append(_mt(held_q, ans, "dp_qa"))
-    for tpl, n in FN_TEXTS:
-        for rep in range(4):
-            names = rng.sample(FILES, n)
-            text = tpl.format(**dict(zip("abc", names)))
-            (test if rep == 3 else train).append(_mt(FN_INSTR + text, ",".join(names), "filename_extract"))
+    # Templates of each class; the held-out ones (per class, so every label is in the test split) serve
+    # every task: a test sentence's wording was never seen in training, whatever the task.
+    dp = [(f"dp-{i:02d}", p, qtype) for i, (p, qtype) in enumerate(DP_TEMPLATES)]
+    general = [(f"general-{i:02d}", p, GENERAL) for i, p in enumerate(GENERAL_TEMPLATES)]
+    unrelated = [(f"unrelated-{i:02d}", p, UNRELATED) for i, p in enumerate(UNRELATED_TEMPLATES)]
+    held: set[str] = set()
+    for group in ([t for t in dp if t[2] == ASK], [t for t in dp if t[2] == DO], general, unrelated):
+        held |= _held_out([t[0] for t in group], rng)
+
+    def emit(task: str, tid: str, pattern: str, n: int, label: str | None = None, **meta) -> None:
+        """n distinct fillings (at most 2 of a held-out template) as `task` items; the answer is `label`, or
+        (extraction) the data or file name in the filling."""
+        n, texts = min(n, 2) if tid in held else n, []
+        for _ in range(20 * n):  # templates without slots give one text; slot collisions are retried
+            text, name = _fill(pattern, rng)
+            if text not in seen[task]:
+                seen[task].add(text)
+                texts.append((text, name))
+            if len(texts) == n:
+                break
+        for text, name in texts:
+            (test if tid in held else train).append(_mt(task, text, label or name, tid, **meta))
+
+    seen: dict[str, set[str]] = {task: set() for task in MT_TASKS}
+    n = MT_PER_TEMPLATE
+    for tid, pattern, label in dp + general + unrelated:
+        scene, k = (DP, n["scene_cls_dp"]) if tid.startswith("dp-") else (label, n["scene_cls"])
+        emit("scene_cls", tid, pattern, k, scene, labels=SCENE_LABELS)
+    for tid, pattern, qtype in dp:
+        emit("qtype_cls", tid, pattern, n["qtype_cls"], qtype, labels=QTYPE_LABELS)
+        if "{data}" in pattern or "{file}" in pattern:
+            emit("filename_extract", tid, pattern, n["filename_extract"])
+    # Q&A: the facts must be trained to be recalled, so the held-out item is a new wording of a trained
+    # question (as for the banking FAQ); its template id is its own.
+    for i, (phrasings, held_q, answer, keywords) in enumerate(DP_QA):
+        for j, q in enumerate(phrasings):
+            train.append(_mt("dp_qa", q, answer, f"qa-{i:02d}-{j}", keywords=keywords))
+        test.append(_mt("dp_qa", held_q, answer, f"qa-{i:02d}-held", keywords=keywords))
     rng.shuffle(train)
+    rng.shuffle(test)  # mixed tasks: a --max_eval_items cap still samples every task
     return train, test
 
 
-def _mt(q: str, a: str, task: str) -> dict:
-    msgs = [
-        {"role": "system", "content": MT_SYSTEM},
-        {"role": "user", "content": q},
-        {"role": "assistant", "content": a},
-    ]
-    return {"messages": msgs, "task": task}
+def _mt(task: str, text: str, answer: str, template: str, **meta) -> dict:
+    msgs = [{"role": "user", "content": mt_prompt(task, text)}, {"role": "assistant", "content": answer}]
+    return {"messages": msgs, "task": task, "template": template, **meta}
 
 
 # ============================================================================ write

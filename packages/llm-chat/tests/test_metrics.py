@@ -2,7 +2,7 @@
 
 import pytest
 from llm_chat import metrics as M
-from llm_chat.train import score_record
+from llm_chat.metrics import score_record
 
 
 def test_normalize_and_exact_match():

@@ -85,6 +85,43 @@ def test_chat_predict_eval_compare_cli(run, capsys):
     assert "| keyword_match |" in (out / "compare.md").read_text()
 
 
+def test_eval_with_base_and_compare_report_base_and_tuned(run, tmp_path):
+    """eval --with_base: base (adapter off) and tuned keys per task, the same base answers as --base_only;
+    compare: every question is a win, tie or loss, with tokens/s per side."""
+    out, _ = run
+    common = ["--adapter_dir", str(out), "--eval_tasks", "multitask", "--max_eval_items", "4"]
+    common += ["--max_new_tokens", "3"]
+    assert main(["eval", *common, "--with_base", "true", "--output_dir", str(tmp_path / "both")]) == 0
+    ev = json.loads((tmp_path / "both" / "eval_metrics.json").read_text())
+    tuned = {k for k in ev if k.startswith("eval_")}
+    assert tuned and {f"base_{k}" for k in tuned} == {k for k in ev if k.startswith("base_")}
+    assert (
+        "| task | set | n | metric | base | tuned | change |"
+        in (tmp_path / "both" / "eval_report.md").read_text()
+    )
+    both = [json.loads(x) for x in (tmp_path / "both" / "eval_predictions.jsonl").read_text().splitlines()]
+    assert main(["eval", *common, "--base_only", "true", "--output_dir", str(tmp_path / "base")]) == 0
+    base = [
+        json.loads(x) for x in (tmp_path / "base" / "base_eval_predictions.jsonl").read_text().splitlines()
+    ]
+    assert [r["base_prediction"] for r in both] == [r["prediction"] for r in base]
+    b = json.loads((tmp_path / "base" / "base_eval_metrics.json").read_text())
+    assert b == {k: v for k, v in ev.items() if k.startswith("base_")}
+    # "base" is the saved base model itself (the adapter really is off), which the adapter moved away from.
+    plain = ["eval", "--model_name_or_path", str(out / "base_model"), *common[2:], "--base_only", "true"]
+    assert main([*plain, "--output_dir", str(tmp_path / "plain")]) == 0
+    p = json.loads((tmp_path / "plain" / "base_eval_metrics.json").read_text())
+    ppl = "base_eval_multitask_perplexity"
+    assert p[ppl] == pytest.approx(ev[ppl], rel=1e-4) and ev[ppl] != ev["eval_multitask_perplexity"]
+
+    cmp_args = ["compare", "--adapter_dir", str(out), "--max_eval_items", "3", "--max_new_tokens", "3"]
+    assert main([*cmp_args, "--output_dir", str(tmp_path / "cmp")]) == 0
+    s = json.loads((tmp_path / "cmp" / "compare.json").read_text())["summary"]
+    assert s["wins"] + s["ties"] + s["losses"] == s["questions"] == 3
+    assert s["base_tokens_per_s"] > 0 and s["tuned_tokens_per_s"] > 0 and "overall_gain_points" in s
+    assert "wins" in (tmp_path / "cmp" / "compare.md").read_text()
+
+
 def test_eval_needs_an_adapter(capsys):
     assert main(["eval", "--config", "tiny"]) == 2
     assert "--adapter_dir" in capsys.readouterr().err

@@ -63,6 +63,12 @@ class ChatDataArgs:
         default=False,
         metadata={"help": "Skip invalid records (and count them) instead of exiting with file:line."},
     )
+    max_dialog_chars: int = field(
+        default=1_000_000,  # = data.MAX_DIALOG_CHARS: far past any context length a run trains on
+        metadata={
+            "help": "Max message text per dialog; a longer one exits 2 with file:line. Characters, 0 = no cap."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training dialogs."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Cap on held-out dialogs."})
 
@@ -166,6 +172,30 @@ class ChatPredictArgs:
     eval_tasks: str = field(
         default="multitask,banking,customer_service",
         metadata={"help": "eval: comma list of built-in held-out sets to score (or a JSONL path)."},
+    )
+    eval_mode: str = field(
+        default="accuracy",
+        metadata={
+            "help": "eval: accuracy (score every held-out item against its expected answer, per task) | tasks "
+            "(a few items per task, answers beside the expected ones) | interactive (stdin lines, /task N picks "
+            "the multi-task task) | sequence (tasks, accuracy, then interactive)."
+        },
+    )
+    examples_per_task: int = field(
+        default=3, metadata={"help": "eval --eval_mode tasks|sequence: held-out items shown per task."}
+    )
+    base_only: bool = field(
+        default=False,
+        metadata={
+            "help": "eval/compare: score the base model alone (no adapter needed; with --adapter_dir, its base); "
+            "writes base_eval_* / base_compare.* files with base_* keys."
+        },
+    )
+    with_base: bool = field(
+        default=False,
+        metadata={
+            "help": "eval: also score the base model (adapter off): base_* keys beside the tuned ones, per task."
+        },
     )
     max_eval_items: int | None = field(
         default=None, metadata={"help": "eval/compare: cap per set (quick runs)."}

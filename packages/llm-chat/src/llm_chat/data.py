@@ -7,15 +7,17 @@ first, then user/assistant turns alternating, ending with the assistant.
 
 from __future__ import annotations
 
-import json
+import bisect
 import logging
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from lora_shared.errors import DataError, UsageError
+from lora_shared.jsonfile import JSONError, loads, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -207,18 +209,18 @@ def validate_messages(messages: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+# Characters of message text per dialog. Preparation is linear, but a record this big is a pasting accident or
+# a whole chat log in one record: ~250k+ tokens, past any context llm-chat trains (max_length cuts it anyway).
+MAX_DIALOG_CHARS = 1_000_000
+
+
 def _iter_json_records(path: Path):
-    """(line number, parsed object or the JSON error) for JSONL, or for a JSON array file (number = index+1)."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:  # a file saved in GBK/Latin-1, or one bad line pasted in
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); re-save the file as UTF-8") from None
+    """(line number, parsed object or a JSONError) for JSONL, or for a JSON array file (number = index+1)."""
+    text = read_text(path)  # DataError naming file:line for a non-UTF-8 byte
     if path.suffix == ".json" or text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = loads(text)
+        except JSONError as e:  # bad syntax, or '[' x 100000 (a RecursionError inside json)
             yield e.lineno, e
             return
         if isinstance(data, dict):
@@ -229,20 +231,21 @@ def _iter_json_records(path: Path):
         for i, rec in enumerate(data):
             yield i + 1, rec
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    # split("\n"), not splitlines(): U+2028 and friends are legal inside JSON strings, not line breaks.
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as e:
+            yield n, loads(line)
+        except JSONError as e:
             yield n, e
 
 
 def read_dialogs(
-    path: str | Path, fmt: str = "auto", skip_bad: bool = False
+    path: str | Path, fmt: str = "auto", skip_bad: bool = False, max_chars: int | None = MAX_DIALOG_CHARS
 ) -> tuple[list[dict], LoadReport]:
-    """Read and validate a JSONL/JSON file of dialogs. A bad record is a DataError naming file:line, or is
-    skipped and counted when `skip_bad`."""
+    """Read and validate a JSONL/JSON file of dialogs. A bad record (or one over `max_chars` characters of
+    message text) is a DataError naming file:line, or is skipped and counted when `skip_bad`."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"dataset file not found: {path}")
@@ -251,17 +254,29 @@ def read_dialogs(
     report = LoadReport(str(path))
     out = []
     for line, rec in _iter_json_records(path):
+        where, problem = f"{path}:{line}", None
         try:
+            if isinstance(rec, JSONError):
+                raise ValueError(f"not valid JSON ({rec})")
             if isinstance(rec, Exception):
-                raise ValueError(f"not valid JSON ({rec.msg if hasattr(rec, 'msg') else rec})")
+                raise rec
             messages, found = to_messages(rec, fmt, report)
         except (ValueError, TypeError) as e:
-            where = f"{path}:{line}"
+            problem, fix = str(e), "fix the record or pass --skip_bad_records"
+        else:
+            size = sum(len(m["content"]) for m in messages)
+            if max_chars and size > max_chars:
+                problem = (
+                    f"dialog of {size:,} characters ({len(messages)} turns) is over --max_dialog_chars "
+                    f"{max_chars}"
+                )
+                fix = "split it into shorter dialogs, raise --max_dialog_chars, or pass --skip_bad_records"
+        if problem:
             if not skip_bad:
-                raise DataError(f"{where}: {e}; fix the record or pass --skip_bad_records") from None
+                raise DataError(f"{where}: {problem}; {fix}")
             report.skipped += 1
             if len(report.skipped_examples) < 3:
-                report.skipped_examples.append(f"{where}: {e}")
+                report.skipped_examples.append(f"{where}: {problem}")
             continue
         meta = {k: v for k, v in rec.items() if k not in (*_MESSAGES_KEYS, "system", "history")}
         if found == "alpaca":
@@ -282,7 +297,7 @@ def builtin_path(name: str, split: str) -> Path:
 
 
 def load_source(
-    spec: str, split: str, fmt: str = "auto", skip_bad: bool = False
+    spec: str, split: str, fmt: str = "auto", skip_bad: bool = False, max_chars: int | None = MAX_DIALOG_CHARS
 ) -> tuple[list[dict], LoadReport]:
     """One item of --dataset: a built-in name (its `split`) or a file (whole file)."""
     if spec in BUILTIN:
@@ -293,7 +308,7 @@ def load_source(
         return records, report
     if not Path(spec).expanduser().exists():
         raise UsageError(f"dataset {spec!r}: not a file nor a built-in set ({', '.join(BUILTIN)})")
-    records, report = read_dialogs(Path(spec).expanduser(), fmt, skip_bad)
+    records, report = read_dialogs(Path(spec).expanduser(), fmt, skip_bad, max_chars)
     for r in records:
         r.setdefault("source", Path(spec).stem)
     return records, report
@@ -319,8 +334,13 @@ def load_splits(data_args, seed: int = 42) -> tuple[list[dict], list[dict], list
     if not specs:
         raise UsageError("dataset is empty: name a built-in set or a file")
     train, held, reports = [], [], []
+    max_chars = data_args.max_dialog_chars
+    if max_chars < 0:
+        raise UsageError(
+            f"max_dialog_chars: {max_chars} is negative; pass a character count, or 0 for no cap"
+        )
     for spec in specs:
-        recs, rep = load_source(spec, "train", data_args.data_format, data_args.skip_bad_records)
+        recs, rep = load_source(spec, "train", data_args.data_format, data_args.skip_bad_records, max_chars)
         reports.append(rep)
         if spec in BUILTIN:
             train += recs
@@ -338,7 +358,7 @@ def load_splits(data_args, seed: int = 42) -> tuple[list[dict], list[dict], list
             held += [recs[i] for i in order[:n_val]]
             train += [recs[i] for i in order[n_val:]]
     for spec in _specs(data_args.eval_dataset):
-        recs, rep = load_source(spec, "test", data_args.data_format, data_args.skip_bad_records)
+        recs, rep = load_source(spec, "test", data_args.data_format, data_args.skip_bad_records, max_chars)
         held += recs
         reports.append(rep)
     random.Random(seed).shuffle(train)
@@ -361,41 +381,145 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False)
     )
 
 
-def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-    """(full text, [(start, end)] character spans of each assistant turn, end-of-turn token included).
+# Stand-in contents (private-use code points, which no template emits) that show where each message lands.
+_SENTINEL = "\ue000{}\ue001"
+_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 
-    Each span is the difference between the text up to the turn with the generation prompt and the text
-    including the turn, so it covers exactly what the model must generate. Templates that rewrite earlier
-    turns (Qwen3 drops old <think> blocks) break this prefix property and are reported.
+
+@dataclass(frozen=True)
+class TemplateShape:
+    """What a chat template puts around an assistant answer, learned from one tiny probe render."""
+
+    header: str  # the generation prompt that opens an assistant turn ("<|im_start|>assistant\n")
+    end: str  # what closes it, trailing whitespace dropped ("<|im_end|>"); "" if nothing does
+    # `end` is one added token: tokenizers split text at added tokens first, so a prefix ending there
+    # tokenises exactly like the same stretch of the whole text.
+    end_is_token: bool
+
+
+_SHAPES: dict[tuple, TemplateShape] = {}
+
+
+def template_shape(tokenizer) -> TemplateShape:
+    """The assistant header and end-of-turn text of `tokenizer`'s template (cached per template)."""
+    key = (tokenizer.chat_template, repr(sorted(tokenizer.special_tokens_map.items())))
+    if key not in _SHAPES:
+        user = [{"role": "user", "content": _SENTINEL.format(0)}]
+        plain, prompt = render(tokenizer, user), render(tokenizer, user, add_generation_prompt=True)
+        one = render(tokenizer, [*user, {"role": "assistant", "content": _SENTINEL.format(1)}])
+        end = one.partition(_SENTINEL.format(1))[2].rstrip()
+        _SHAPES[key] = TemplateShape(
+            header=prompt[len(plain) :] if prompt.startswith(plain) else "",
+            end=end,
+            end_is_token=end in tokenizer.get_added_vocab(),
+        )
+    return _SHAPES[key]
+
+
+def _unlocatable(i: int, messages: list[dict]) -> UsageError:
+    return UsageError(
+        f"the chat template does not render message {i} ({messages[i]['role']}) where the dialog puts it (it "
+        "drops, repeats or reorders turns, or rewrites more than <think> blocks), so assistant tokens cannot "
+        "be located; supply a template that renders every turn with --chat_template_path chatml (or a Jinja file)"
+    )
+
+
+def assistant_char_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """(full text, [(start, end)] character spans of each assistant answer, end-of-turn text included).
+
+    Linear in the dialog and independent of prefix stability (Qwen3 drops old <think> blocks and adds an
+    empty one to the last turn): the dialog is rendered once as is and once with every content replaced by
+    a numbered sentinel. The sentinel render gives the template's scaffolding between contents; walking
+    the real text scaffold by scaffold finds each content. A span is the content as rendered plus the
+    end-of-turn text (<|im_end|>), which is exactly what the older prefix-diff method labelled on
+    prefix-stable templates (ChatML, Qwen2.5, SmolLM2). Template scaffolding is not labelled (Qwen3's
+    empty <think> block); a <think> block the assistant's content carries is.
     """
     full = render(tokenizer, messages)
-    spans = []
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+    marked = render(tokenizer, [{**m, "content": _SENTINEL.format(i)} for i, m in enumerate(messages)])
+    parts = _SENTINEL_RE.split(marked)  # [scaffold, index, scaffold, index, ..., tail]
+    scaffolds, order = parts[0::2], [int(i) for i in parts[1::2]]
+    assistants = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if sorted(i for i in order if messages[i]["role"] == "assistant") != assistants:
+        missing = next(i for i in assistants if order.count(i) != 1)
+        raise _unlocatable(missing, messages)
+    shape = template_shape(tokenizer)
+
+    def anchor(k: int) -> str:
+        """Scaffold k, cut after the assistant header when it opens an assistant turn: the part of it
+        that does not depend on content (Qwen3 fills its <think> block from the content)."""
+        s = scaffolds[k]
+        opens_assistant = k < len(order) and messages[order[k]]["role"] == "assistant"
+        h = s.rfind(shape.header) if shape.header and opens_assistant else -1
+        return s[: h + len(shape.header)] if h >= 0 else s
+
+    spans, pos = [], 0
+    for k, i in enumerate(order):
+        if full.startswith(scaffolds[k], pos):
+            start = pos + len(scaffolds[k])
+        elif full.startswith(anchor(k), pos) and anchor(k) != scaffolds[k]:
+            start = pos + len(anchor(k))
+        else:
+            raise _unlocatable(i, messages)
+        content = messages[i]["content"]
+        if full.startswith(content, start):
+            stop = start + len(content)
+        elif k + 1 == len(order):  # rewritten (trimmed, <think> dropped): it runs up to the tail
+            stop = len(full) - len(scaffolds[-1]) if full.endswith(scaffolds[-1]) else -1
+        else:  # ... or up to where the next scaffold starts
+            stop = full.find(anchor(k + 1), start)
+        if stop < start:
+            raise _unlocatable(i, messages)
+        pos = stop
+        if messages[i]["role"] != "assistant":
             continue
-        before = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[: i + 1])
-        if not (upto.startswith(before) and full.startswith(upto)):
-            raise UsageError(
-                "the chat template renders earlier turns differently once later turns exist, so assistant "
-                "tokens cannot be located; supply a prefix-stable template with --chat_template_path"
-            )
-        end = len(upto.rstrip())  # the template's trailing newline after <|im_end|> is not generated
-        spans.append((len(before), end))
+        end = stop
+        if shape.end and full.startswith(shape.end, stop):
+            end += len(shape.end)
+        elif not shape.end:  # no end-of-turn text: like rstrip(), trailing whitespace is not an answer
+            while end > start and full[end - 1].isspace():
+                end -= 1
+        spans.append((start, end))
     return full, spans
 
 
-def tokenize_dialog(tokenizer, messages: list[dict], max_length: int | None = None) -> dict | None:
-    """input_ids + labels (-100 outside assistant turns) for one dialog; None if nothing trainable fits."""
-    full, spans = assistant_char_spans(tokenizer, messages)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+def _encode(tokenizer, text: str, cuts: list[int], max_length: int | None) -> tuple[list[int], list]:
+    """ids and offsets of `text`, only as far as `max_length` tokens need: tokens past it can never be
+    trained on. `cuts` are positions right after an added token (see TemplateShape.end_is_token), tried
+    at doubling lengths, so the work stays proportional to what is kept."""
+    # In characters; tokenizers average well under 4 characters per token, and a short guess only costs a retry.
+    budget = 4 * max_length if max_length else None
+    while budget is not None:
+        k = bisect.bisect_left(cuts, budget)
+        if k == len(cuts):
+            break
+        enc = tokenizer(text[: cuts[k]], add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        if len(enc["input_ids"]) >= max_length:
+            return enc["input_ids"][:max_length], enc["offset_mapping"][:max_length]
+        budget = 2 * cuts[k]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    return (ids[:max_length], offsets[:max_length]) if max_length else (ids, offsets)
+
+
+def tokenize_dialog(tokenizer, messages: list[dict], max_length: int | None = None) -> dict | None:
+    """input_ids + labels (-100 outside assistant answers) for one dialog; None if nothing trainable fits.
+
+    Linear in the dialog: one render pair, tokens only up to max_length, one pass over tokens and spans.
+    """
+    full, spans = assistant_char_spans(tokenizer, messages)
+    shape = template_shape(tokenizer)
+    cuts = [e for _, e in spans if shape.end_is_token and full.endswith(shape.end, 0, e)]
+    ids, offsets = _encode(tokenizer, full, cuts, max_length)
     labels = [IGNORE_INDEX] * len(ids)
-    for i, (start, end) in enumerate(offsets):
-        if end > start and any(s <= start < e for s, e in spans):
-            labels[i] = ids[i]
-    if max_length and len(ids) > max_length:
-        ids, labels = ids[:max_length], labels[:max_length]
+    j = 0
+    for t, (start, end) in enumerate(offsets):  # token starts never decrease, spans are sorted
+        while j < len(spans) and spans[j][1] <= start:
+            j += 1
+        if j == len(spans):
+            break
+        if end > start and spans[j][0] <= start:
+            labels[t] = ids[t]
     if all(lab == IGNORE_INDEX for lab in labels):
         return None
     return {"input_ids": ids, "labels": labels}

@@ -200,12 +200,11 @@ def build_model(model_args, lora_args, tokenizer, output_dir=None):
     With `output_dir`, a random (tiny) base is saved there first with its tokenizer, so the run dir is
     self-contained (eval, chat and serve reload it offline).
     """
-    from lora_shared.runs import BASE_MODEL_DIR, save_random_base
+    from lora_shared.runs import save_random_base
 
     base = build_base(model_args, tokenizer, for_training=True)
     if output_dir is not None and model_args.model_type:
-        save_random_base(base, output_dir, model_args)
-        tokenizer.save_pretrained(Path(output_dir) / BASE_MODEL_DIR)
+        save_random_base(base, output_dir, model_args, processor=tokenizer)
     # No KV cache in training: besides wasting memory, a cache object turns off transformers' detection of
     # packed sequences (block-diagonal mask from position_ids), and packed dialogs would attend to each other.
     base.config.use_cache = False
@@ -299,7 +298,8 @@ def load_for_inference(
         adapter_dirs: trained run dirs; each becomes a peft adapter named after its directory
             (`adapter_name(dir)`); the first is active. With none, the plain base model is returned.
         chat_template_path: template for tokenizers without one (`chatml` or a Jinja file).
-        torch_dtype: auto (the checkpoint's) | float32 | bfloat16 | float16.
+        torch_dtype: auto | float32 | bfloat16 | float16 (`inference_dtype`: auto is the checkpoint's,
+            but float32 on a CPU without native bf16).
         attn_implementation: sdpa | eager | flash_attention_2.
         revision: hub revision of the base.
         device: torch device; default CUDA when present, else CPU.
@@ -316,6 +316,7 @@ def load_for_inference(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the chat on the terminal
+    device = device or pick_device()
     adapters = [find_adapter_dir(d) for d in adapter_dirs]
     tok_source = next((str(d) for d in adapters if _has_tokenizer(d)), base_model)
     tokenizer = from_pretrained(
@@ -328,15 +329,40 @@ def load_for_inference(
         revision=revision,
         trust_remote_code=False,
         load_in_4bit=False,
-        torch_dtype=torch_dtype,
+        torch_dtype=inference_dtype(torch_dtype, device),
         attn_implementation=attn_implementation,
     )
     model = build_base(margs, tokenizer, for_training=False)
     if adapters:
         model = attach_adapters(model, adapters)
-    model.to(device or pick_device())
+    model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def inference_dtype(torch_dtype: str, device) -> str:
+    """The dtype to load for generation on `device`: `auto` means float32 on a CPU without native bf16.
+
+    Our offline models are saved in bf16 (half the disk), and `auto` would keep them bf16; a CPU without
+    AVX512-BF16/AMX (the probe training uses) emulates bf16 matmuls: generate measured 1.9 tok/s in bf16
+    vs 4.0 tok/s in fp32 on one. An explicit bfloat16/float16 is kept (it halves memory) with a warning.
+    """
+    from lora_shared.config import cpu_has_native_bf16
+
+    if getattr(device, "type", str(device)) != "cpu" or torch_dtype == "float32":
+        return torch_dtype
+    if cpu_has_native_bf16():
+        return torch_dtype
+    if torch_dtype == "auto":
+        logger.info("this CPU has no native bf16 (AVX512-BF16/AMX): generating in float32")
+        return "float32"
+    if torch_dtype in ("bfloat16", "float16"):
+        logger.warning(
+            "torch_dtype %s on a CPU without native bf16 (AVX512-BF16/AMX): generation runs ~2x slower than "
+            "float32; drop --torch_dtype (auto picks float32 here) unless memory is short",
+            torch_dtype,
+        )
+    return torch_dtype
 
 
 def attach_adapters(base, adapter_dirs: Sequence[Path]):
