@@ -81,3 +81,106 @@ def test_mobilenet_backbone_loads_imagenet_style_weights(tmp_path):
     assert any(".encoder.modules_to_save" in n for n in trainable)
     out = model(pixel_values=torch.randn(2, 3, 64, 64), labels=TARGET)
     assert out.logits.shape == (2, 10, 3) and torch.isfinite(out.loss)  # focal-loss head: no "no object"
+
+
+def test_parse_stages_lists_and_rejects():
+    import pytest
+    from lora_shared.errors import UsageError
+    from vision_det.model import parse_stages
+
+    assert parse_stages("stage3") == ["stage3"]
+    assert parse_stages("stage2, stage3,stage4") == ["stage2", "stage3", "stage4"]
+    with pytest.raises(UsageError, match="stage5.*expected one or more of stem, stage1"):
+        parse_stages("stage5")
+    with pytest.raises(UsageError, match="shallow to deep"):
+        parse_stages("stage4,stage3")
+
+
+RT_TINY = (
+    "d_model=32,encoder_hidden_dim=16,hidden_expansion=0.5,encoder_ffn_dim=32,decoder_ffn_dim=32,"
+    "encoder_attention_heads=2,decoder_attention_heads=2,decoder_layers=1,num_queries=8,num_denoising=8"
+)
+
+
+def _multiscale_lora(n_levels: int, target: str = "expand_1x1.convolution") -> LoraArgs:
+    """LoRA on the backbone's pointwise convs; the new multi-scale transformer trains fully."""
+    projections = [f"{side}_input_proj.{i}" for side in ("encoder", "decoder") for i in range(n_levels)]
+    return LoraArgs(
+        lora_r=2,
+        lora_target_modules=[target],
+        lora_modules_to_save=[
+            *projections,
+            "encoder",
+            "enc_output",
+            "enc_score_head",
+            "enc_bbox_head",
+            "decoder",
+        ],
+    )
+
+
+def test_rt_detr_takes_multiscale_mobilenet_backbone():
+    """RT-DETR on random MobileNetV2 stages 3+4: channels, strides and levels follow the backbone."""
+    args = DetModelArgs(
+        model_type="rt_detr",
+        config_overrides=RT_TINY,
+        backbone="mobilenet_v2",
+        backbone_overrides="depth_multiplier=0.35,tf_padding=false",  # LoRA needs torch padding
+        backbone_stage="stage3,stage4",
+    )
+    model = build_model(args, _multiscale_lora(2), ["a", "b", "c"])
+    cfg = model.config
+    assert cfg.backbone_config.out_features == ["stage3", "stage4"]
+    assert list(cfg.encoder_in_channels) == [32, 112] and list(cfg.feat_strides) == [16, 32]
+    assert cfg.num_feature_levels == 2 and list(cfg.decoder_in_channels) == [16, 16]
+    assert list(cfg.encode_proj_layers) == [1]  # the attention encoder layer runs on the deepest map
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(is_adapter_param(n) for n in trainable)
+    assert any("expand_1x1.convolution.lora_A" in n for n in trainable)
+    x = torch.randn(2, 3, 64, 64)
+    loss = model.train()(pixel_values=x, labels=TARGET).loss  # train mode adds the denoising queries
+    assert torch.isfinite(loss)
+    loss.backward()
+    with torch.no_grad():
+        out = model.eval()(pixel_values=x)
+    assert out.logits.shape == (2, 8, 3) and out.pred_boxes.shape == (2, 8, 4)  # sigmoid head: no "no object"
+
+
+def test_d_fine_takes_resnet_stages():
+    args = DetModelArgs(
+        model_type="d_fine",
+        # tie_word_embeddings=false: PEFT 0.21 otherwise asks DFineModel for input embeddings it lacks
+        # (and fails); it also unties the per-layer heads. D-FINE needs >= 2 decoder layers.
+        config_overrides=RT_TINY
+        + ",decoder_layers=2,depth_mult=0.34,max_num_bins=8,tie_word_embeddings=false",
+        backbone="resnet",
+        backbone_overrides="embedding_size=8,hidden_sizes=[8,16,16,32],depths=[1,1,1,1]",
+        backbone_stage="stage2,stage3,stage4",
+    )
+    model = build_model(args, _multiscale_lora(3, target="convolution"), ["a", "b"])  # ResNet's convs
+    assert list(model.config.encoder_in_channels) == [16, 16, 32]
+    assert list(model.config.feat_strides) == [8, 16, 32]
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.isfinite(model.train()(pixel_values=x, labels=TARGET).loss)
+    with torch.no_grad():
+        assert model.eval()(pixel_values=x).logits.shape == (2, 8, 2)
+
+
+def test_multiscale_needs_consecutive_stages_and_explicit_overrides_win():
+    import pytest
+    from lora_shared.errors import UsageError
+    from vision_det.model import build_base
+
+    args = DetModelArgs(
+        model_type="rt_detr",
+        config_overrides=RT_TINY,
+        backbone="mobilenet_v2",
+        backbone_overrides="depth_multiplier=0.35,tf_padding=false",  # LoRA needs torch padding
+        backbone_stage="stage2,stage4",
+    )
+    with pytest.raises(UsageError, match=r"consecutive stages \(strides \[8, 32\]\)"):
+        build_base(args, ["a"])
+    args.backbone_stage = "stage3,stage4"
+    args.config_overrides = RT_TINY + ",encode_proj_layers=[0]"  # attention on the shallower map
+    config = build_base(args, ["a"]).config
+    assert list(config.encode_proj_layers) == [0] and list(config.feat_strides) == [16, 32]

@@ -34,7 +34,10 @@ class DetModelArgs(ModelArgs):
     )
     backbone_stage: str = field(
         default="stage4",
-        metadata={"help": "Backbone stage that feeds the transformer: stage1..stage4 (stride 4, 8, 16, 32)."},
+        metadata={
+            "help": "Backbone stage(s) that feed the transformer: stem, stage1..stage4 (stride 4, 8, 16, 32); "
+            "comma-separated for multi-scale detectors, e.g. stage2,stage3,stage4 (RT-DETR, D-FINE)."
+        },
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
-from lora_shared.models import from_pretrained, parse_overrides, resolve_model_path
+from lora_shared.models import build_config, from_pretrained, parse_overrides, resolve_model_path
 from lora_shared.peft import apply_lora
 from lora_shared.runs import load_adapter, load_base_model, save_random_base
 
@@ -23,6 +23,20 @@ DEFAULT_IMAGE_SIZE = 512  # random-init detectors have no processor to say; DETR
 
 
 # ---------------------------------------------------------------- backbones of random-init detectors
+def parse_stages(spec: str) -> list[str]:
+    """'stage3' -> ['stage3']; 'stage2,stage3,stage4' -> the three (multi-scale detectors: RT-DETR, ...)."""
+    stages = [s.strip() for s in str(spec).split(",") if s.strip()]
+    bad = [s for s in stages if s not in _backbone.STAGE_NAMES]
+    if not stages or bad:
+        raise UsageError(
+            f"backbone_stage {spec!r}: expected one or more of {', '.join(_backbone.STAGE_NAMES)} "
+            "(comma-separated, e.g. stage2,stage3,stage4)"
+        )
+    if stages != sorted(set(stages), key=_backbone.STAGE_NAMES.index):
+        raise UsageError(f"backbone_stage {spec!r}: list each stage once, shallow to deep")
+    return stages
+
+
 def build_backbone_config(model_args):
     """(backbone config, pretrained MobileNetV2 dir or None) for a `--model_type` detector.
 
@@ -35,11 +49,11 @@ def build_backbone_config(model_args):
     if not name:
         return None, None
     overrides = parse_overrides(model_args.backbone_overrides)
-    stage = model_args.backbone_stage
+    stages = parse_stages(model_args.backbone_stage)
     if name == "resnet":
-        return ResNetConfig(out_features=[stage], **overrides), None
+        return ResNetConfig(out_features=stages, **overrides), None
     if name == "mobilenet_v2":
-        return _backbone.MobileNetV2BackboneConfig(out_features=[stage], **overrides), None
+        return _backbone.MobileNetV2BackboneConfig(out_features=stages, **overrides), None
     path = Path(resolve_model_path(name))
     if not (path / "config.json").is_file():
         raise UsageError(
@@ -52,7 +66,42 @@ def build_backbone_config(model_args):
             f"backbone {path}: model_type {cfg.get('model_type')!r}; only mobilenet_v2 dirs load"
         )
     keep = {k: v for k, v in cfg.items() if k in _MNV2_FIELDS}
-    return _backbone.MobileNetV2BackboneConfig(out_features=[stage], **keep, **overrides), path
+    return _backbone.MobileNetV2BackboneConfig(out_features=stages, **keep, **overrides), path
+
+
+# Stride of each stage's output: ResNet's stem already pools to stride 4, MobileNetV2's is stride 2.
+_STAGE_STRIDES = {"resnet": [4, 4, 8, 16, 32], _backbone.MODEL_TYPE: [2, 4, 8, 16, 32]}
+
+
+def multiscale_fields(config, backbone_config) -> dict:
+    """Config fields that tie a multi-scale detector (RT-DETR / D-FINE: `encoder_in_channels`) to its
+    backbone's feature maps: their channels and strides, one encoder/decoder level per map, and the
+    attention-based (AIFI) encoder layer on the deepest one. {} for single-scale detectors (DETR, ...).
+    """
+    from transformers import AutoBackbone
+
+    if not hasattr(config, "encoder_in_channels"):
+        return {}
+    # Built once to read its channels (MobileNetV2 to stage 4: ~2 M parameters, well under a second).
+    channels = list(AutoBackbone.from_config(backbone_config).channels)
+    strides = _STAGE_STRIDES.get(backbone_config.model_type)
+    if strides is None:
+        raise UsageError(f"{config.model_type}: backbone {backbone_config.model_type} has no known strides")
+    feat_strides = [strides[i] for i in backbone_config.out_indices]
+    if any(b != 2 * a for a, b in zip(feat_strides, feat_strides[1:])):
+        # the hybrid encoder's FPN upsamples by exactly 2 between levels
+        raise UsageError(
+            f"backbone_stage: {config.model_type} needs consecutive stages (strides {feat_strides}), "
+            "e.g. stage2,stage3,stage4"
+        )
+    n = len(channels)
+    return {
+        "encoder_in_channels": channels,
+        "feat_strides": feat_strides,
+        "num_feature_levels": n,
+        "decoder_in_channels": [config.encoder_hidden_dim] * n,
+        "encode_proj_layers": [n - 1],
+    }
 
 
 _MNV2_FIELDS = {
@@ -117,7 +166,13 @@ def build_base(model_args, labels: list[str]):
             kwargs.update(
                 backbone_config=backbone_config, use_timm_backbone=False, use_pretrained_backbone=False
             )
-        model = load_base_model(AutoModelForObjectDetection, model_args, **kwargs)
+        config = build_config(model_args.model_type, model_args.config_overrides, **kwargs)
+        if backbone_config is not None:
+            given = parse_overrides(model_args.config_overrides)
+            for k, v in multiscale_fields(config, backbone_config).items():
+                if k not in given:  # an explicit config_overrides value wins
+                    setattr(config, k, v)
+        model = AutoModelForObjectDetection.from_config(config)
         if pretrained is not None:
             load_pretrained_backbone(model, pretrained)
         return model
