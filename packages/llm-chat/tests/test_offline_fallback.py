@@ -121,7 +121,8 @@ def test_explicit_model_is_never_replaced(no_hub, tokenizer, capsys):
     (line,) = [x for x in err.splitlines() if "error" in x]
     assert line == (
         f"llm-chat chat: error: offline model 'qwen2.5-coder-1.5b-instruct' is not built in {no_hub / 'models'}: "
-        'run `make models ARGS="--with qwen2.5-coder-1.5b-instruct"`'
+        "run `loraworks-models --with qwen2.5-coder-1.5b-instruct` "
+        '(or `make models ARGS="--with qwen2.5-coder-1.5b-instruct"`)'
     )
 
 

