@@ -184,3 +184,29 @@ def test_multiscale_needs_consecutive_stages_and_explicit_overrides_win():
     args.config_overrides = RT_TINY + ",encode_proj_layers=[0]"  # attention on the shallower map
     config = build_base(args, ["a"]).config
     assert list(config.encode_proj_layers) == [0] and list(config.feat_strides) == [16, 32]
+
+
+def test_offline_recipe_trains_every_new_layer():
+    """The bundled offline recipe (RT-DETR on MobileNetV2 stages): every layer outside the pretrained
+    backbone trains fully (a random layer left frozen, e.g. the denoising class embedding, would silently
+    cap mAP), the backbone takes LoRA only, and a training step (denoising queries included) runs."""
+    from lora_shared.cli import Command, build_config
+    from vision_det.cli import APP
+
+    cfg, _ = build_config(APP, Command("train", "", "", uses_adapter=False), ["--config", "offline"])
+    args = cfg.model
+    assert args.model_type == "rt_detr"
+    # A random MobileNetV2 with the same layer names stands in for `make models`' pretrained one.
+    args.backbone, args.backbone_overrides = "mobilenet_v2", "depth_multiplier=0.35,tf_padding=false"
+    model = build_model(args, cfg.lora, ["circle", "square", "triangle"])
+    params = dict(model.named_parameters())
+    frozen_new = [
+        n
+        for n, p in params.items()
+        if not p.requires_grad and ".backbone." not in n and "original_module" not in n
+    ]
+    assert not frozen_new
+    assert all(is_adapter_param(n) for n, p in params.items() if p.requires_grad)
+    assert any(".backbone." in n and "lora_A" in n for n in params)
+    loss = model.train()(pixel_values=torch.randn(2, 3, 64, 64), labels=TARGET).loss
+    assert torch.isfinite(loss)
