@@ -1,7 +1,8 @@
 """One CLI grammar for every app: `<app> train|eval|predict|export --config NAME|PATH [--field value ...]`.
 
 An app declares an `App` (its commands as "module:function" strings, imported only when run, so
-`<app> --help` never imports torch) and calls `run_app(APP, argv)` from its `cli.main`.
+`<app> --help` never imports torch; `<app> <command> --help` reads the fields from source, see
+lora_shared.helptext) and calls `run_app(APP, argv)` from its `cli.main`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, storage_error
+from .runs import find_adapter_dir  # noqa: F401  (apps call lora_shared.cli.find_adapter_dir)
 
 logger = logging.getLogger("lora_shared")
 
@@ -87,7 +89,9 @@ def _top_help(app: App) -> str:
         "",
         f"bundled configs: {', '.join(bundled_configs(app.config_package)) or 'none'}",
         "",
-        f"`{app.prog} <command> --help` lists every field (defaults < --config YAML < flags).",
+        f"`{app.prog} <command> --help`: the command's flags and the common training ones "
+        "(defaults < --config YAML < flags);",
+        f"`{app.prog} <command> --help-all`: every flag, all of TrainingArguments included.",
     ]
     if app.epilog:
         lines += ["", app.epilog]
@@ -116,22 +120,6 @@ def _pop_flag(argv: list[str], flag: str) -> tuple[str | None, list[str]]:
 def _peek_flag(argv: list[str], flag: str) -> str | None:
     value, _ = _pop_flag(list(argv), flag)
     return value
-
-
-def find_adapter_dir(path: str | os.PathLike) -> Path:
-    """The directory holding adapter_config.json: the given run dir itself, or its `adapter/` child."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UsageError(f"adapter directory not found: {p}")
-    for cand in (p, p / "adapter"):
-        if (cand / "adapter_config.json").is_file():
-            if not (cand / "adapter_model.safetensors").is_file():
-                raise UsageError(
-                    f"{cand}: adapter_config.json but no adapter_model.safetensors "
-                    "(incomplete or interrupted save); retrain or pick a complete checkpoint"
-                )
-            return cand
-    raise UsageError(f"{p}: no adapter_config.json here; pass the output_dir of a finished `train` run")
 
 
 def build_config(app: App, command: Command, argv: list[str]) -> tuple[Config, list[str]]:
@@ -220,17 +208,45 @@ def cpu_distributed_env() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
-def _command_help(app: App, command: Command) -> str:
-    from transformers import HfArgumentParser
+def _command_groups(app: App, command: Command) -> tuple[list, list]:
+    """(config groups, the command's extra groups) as field lists read from source: no torch import."""
+    from .helptext import read_groups
 
-    types = tuple(_load(app.config_types)) + (
-        tuple(_load(command.extra_types)) if command.extra_types else ()
+    extra = read_groups(command.extra_types) if command.extra_types else []
+    return read_groups(app.config_types), extra
+
+
+def _command_help(app: App, command: Command, show_all: bool = False) -> str:
+    from .config import bundled_configs
+    from .helptext import render_command_help
+
+    groups, extra = _command_groups(app, command)
+    return render_command_help(
+        app.prog,
+        command.name,
+        command.help,
+        command.inputs,
+        groups,
+        extra,
+        bundled=bundled_configs(app.config_package),
+        own_packages={app.config_types.split(".")[0], __name__.split(".")[0]},
+        trains=command.name == "train",
+        show_all=show_all,
     )
-    parser = HfArgumentParser(types, prog=f"{app.prog} {command.name}", description=command.help)
-    text = parser.format_help()
-    inputs = f" {command.inputs}..." if command.inputs else ""
-    head = f"usage: {app.prog} {command.name} [--config NAME|PATH]{inputs} [--field value ...]\n"
-    return head + text.split("\n", 1)[1] if text.startswith("usage") else head + text
+
+
+def _check_flag_names(app: App, command: Command, argv: list[str]) -> None:
+    """A misspelt flag is one line with the closest name, before torch/transformers load (seconds, not a minute)."""
+    from .helptext import find_unknown_flags, flag_names, unknown_flag_message
+
+    try:
+        groups, extra = _command_groups(app, command)
+    except Exception:  # a source the help reader trips on: parse_config names unknown flags too, just later
+        return
+    known = flag_names(groups + extra) | {"config"}
+    bad = find_unknown_flags(argv, known)
+    if bad:
+        raise UsageError(unknown_flag_message(bad, known))
 
 
 def run_app(app: App, argv: list[str] | None = None) -> int:
@@ -247,7 +263,7 @@ def run_app(app: App, argv: list[str] | None = None) -> int:
 def _run_app(app: App, argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {c.name: c for c in app.commands}
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in ("-h", "--help", "--help-all"):
         if not argv and app.default_command:
             argv = [app.default_command]
         else:
@@ -263,15 +279,24 @@ def _run_app(app: App, argv: list[str] | None) -> int:
         if name.startswith("-") and app.default_command:
             name, rest = app.default_command, argv
         else:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(commands), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
             print(
-                f"{app.prog}: error: unknown command {name!r}; choose from {', '.join(commands)}",
+                f"{app.prog}: error: unknown command {name!r}; {hint}choose from {', '.join(commands)}",
                 file=sys.stderr,
             )
             return 2
     command = commands[name]
-    if "-h" in rest or "--help" in rest:
-        print(_command_help(app, command))
+    if "-h" in rest or "--help" in rest or "--help-all" in rest:
+        print(_command_help(app, command, show_all="--help-all" in rest))
         return 0
+    try:
+        _check_flag_names(app, command, rest)
+    except UsageError as e:
+        print(f"{app.prog} {name}: error: {e}", file=sys.stderr)
+        return e.exit_code
     setup_logging()
     cpu_distributed_env()
     cfg, finished_before = None, {}

@@ -142,11 +142,20 @@ def load_yaml(path: Path, config_types) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of field: value, got {type(data).__name__}")
     known = _all_fields(config_types)
+    if path.name == RESOLVED_CONFIG:
+        # A run's own resolved_config.yaml may list fields a later version retired (a group's ClassVar
+        # `retired_fields`): dropped, so older runs still load; in a hand-written config they stay an error.
+        retired = {k for cls in config_types for k in getattr(cls, "retired_fields", ())}
+        data = {k: v for k, v in data.items() if k not in retired}
     unknown = [k for k in data if k not in known]
     if unknown:
-        raise UsageError(
-            f"{path}: unknown config key(s) {', '.join(map(repr, unknown))}; see `--help` for valid fields"
-        )
+        import difflib
+
+        named = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            named.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+        raise UsageError(f"{path}: unknown config key(s) {', '.join(named)}; see `--help` for valid fields")
     check_types(path, data, config_types)
     return data
 
@@ -249,7 +258,9 @@ def parse_config(
     *objs, remaining = out
     bad_flags = [r for r in remaining if r.startswith("--")]
     if bad_flags:
-        raise UsageError(f"unknown flag(s): {' '.join(bad_flags)}; see `--help` for valid fields")
+        from .helptext import unknown_flag_message
+
+        raise UsageError(unknown_flag_message(bad_flags, [*_all_fields(config_types), "config"]))
     if remaining and not return_remaining:
         raise UsageError(f"unexpected argument(s): {' '.join(remaining)}")
     return (tuple(objs), remaining) if return_remaining else tuple(objs)
@@ -301,6 +312,48 @@ def _check_base_model_dir(values: dict[str, Any]) -> None:
         refuse_pickle_only_dir(source)
 
 
+# --report_to name -> (transformers' availability check in integrations.integration_utils, what to install).
+_TRACKERS = {
+    "tensorboard": ("is_tensorboard_available", "tensorboard"),
+    "wandb": ("is_wandb_available", "wandb"),
+    "mlflow": ("is_mlflow_available", "mlflow"),
+    "comet_ml": ("is_comet_available", "comet_ml"),
+    "neptune": ("is_neptune_available", "neptune"),
+    "clearml": ("is_clearml_available", "clearml"),
+    "dagshub": ("is_dagshub_available", "dagshub"),
+    "dvclive": ("is_dvclive_available", "dvclive"),
+    "codecarbon": ("is_codecarbon_available", "codecarbon"),
+    "swanlab": ("is_swanlab_available", "swanlab"),
+    "trackio": ("is_trackio_available", "trackio"),
+    "azure_ml": ("is_azureml_available", "azureml-core"),
+    "flyte": ("is_flytekit_available", "flytekit"),
+    "kubeflow": ("is_kubeflow_available", "kubeflow"),
+}
+
+
+def _check_report_to(report_to: Any) -> None:
+    """A tracker that is unknown or not installed fails here, not in Trainer() after the run dir was started."""
+    if not report_to:
+        return
+    from transformers.integrations import integration_utils as iu
+
+    for name in [report_to] if isinstance(report_to, str) else list(report_to):
+        if name in ("none", "all"):  # TrainingArguments normally expands these already
+            continue
+        if name not in _TRACKERS:
+            raise UsageError(
+                f"--report_to {name}: not a tracker transformers knows; pass one of "
+                f"{', '.join(_TRACKERS)} or none"
+            )
+        check, package = _TRACKERS[name]
+        available = getattr(iu, check, None)
+        if available is not None and not available():
+            raise UsageError(
+                f"--report_to {name}: {package} is not installed; install it (`uv pip install {package}`) "
+                "or pass --report_to tensorboard (installed with loraworks) or none"
+            )
+
+
 def validate_args(configs, command: str = "train") -> None:
     """Refuse values no run can use, before any data or model work, with one line naming the flag.
 
@@ -333,6 +386,7 @@ def validate_args(configs, command: str = "train") -> None:
             raise UsageError(f"--{name} {values[name]!r}: must be {want}; pass e.g. --{name} {example}")
     if command != "train":
         return
+    _check_report_to(values.get("report_to"))
     # HF: max_steps > 0 overrides the epochs; any negative value (default -1) means "train for the epochs".
     max_steps, epochs = values.get("max_steps"), values.get("num_train_epochs")
     if max_steps == 0:
