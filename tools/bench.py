@@ -639,12 +639,12 @@ def _merged_vs_adapter_vision(opts) -> dict:
 
 
 def _chat_inference(opts, skipped: list[str]) -> dict:
-    """Our streaming engine (llm_chat.serve.Engine.stream, what `serve`/`chat` use) vs a bare
+    """Our streaming engine (llm_chat.serving.engine.Engine.stream, what `serve`/`chat` use) vs a bare
     model.generate on the same prompt, greedy, alternating rep by rep; then adapter vs merged generate."""
     import copy
 
     import torch
-    from llm_chat import serve
+    from llm_chat.serving import engine as serve
     from peft import LoraConfig, get_peft_model
 
     model, tok, label = _chat_model(opts)
@@ -653,7 +653,7 @@ def _chat_inference(opts, skipped: list[str]) -> dict:
     ids = {k: v for k, v in ids.items() if k in ("input_ids", "attention_mask")}
     prompt_ids = ids["input_ids"][0].tolist()
     new = 16 if opts.quick else 24
-    eos = sorted(serve._eos_ids(model, tok))
+    eos = sorted(serve.eos_ids(model, tok))
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos[0]
 
     def bare(m=model, max_new=new):
@@ -750,13 +750,13 @@ def section_serve(apps: list[AppInfo], opts, skipped: list[str], work: Path) -> 
         skipped.append("serve: llm-chat not built yet")
         return {}
     try:
-        from llm_chat import serve
+        from llm_chat import testing as serve
     except ImportError as e:
         skipped.append(f"serve: {e}")
         return {}
     if not hasattr(serve, "run_load"):
         skipped.append(
-            "serve: llm_chat.serve has no run_load(base_url, concurrency, requests_per_client) yet"
+            "serve: llm_chat.testing has no run_load(base_url, concurrency, requests_per_client) yet"
         )
         return {}
     return _serve_load(serve, opts, work, skipped)
@@ -1086,7 +1086,7 @@ def build_markdown(results: dict) -> str:
             "## Serve (llm-chat, OpenAI-compatible)",
             "",
             "`llm-chat serve` on the tiny adapter (localhost), streaming clients from "
-            "`llm_chat.serve.run_load`; latency is the full stream, first byte to `[DONE]`.",
+            "`llm_chat.testing.run_load`; latency is the full stream, first byte to `[DONE]`.",
             "",
             markdown_table(["load", "requests/s", "p50 ms", "p95 ms", "TTFT p50 ms", "errors"], rows),
             "",

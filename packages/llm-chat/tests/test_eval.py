@@ -110,6 +110,14 @@ def test_base_only_eval_writes_base_keys(tmp_path, capsys):
     assert len(rows) == 6 and all("prediction" in r and "base_prediction" not in r for r in rows)
 
 
+def _patch_answers(monkeypatch, fake) -> None:
+    """Route predict.answer and its batched form (eval's path) through `fake`."""
+    monkeypatch.setattr(P, "answer", fake)
+    monkeypatch.setattr(
+        P, "answer_many", lambda m, t, prompts, batch_size=8, **kw: [fake(m, t, p) for p in prompts]
+    )
+
+
 def _oracle(answer_of):
     """A stand-in for predict.answer whose text is answer_of(user content)."""
 
@@ -124,7 +132,7 @@ def test_accuracy_scores_known_answers(monkeypatch, tmp_path, multitask):
     """Right answers score 1 on every task; one constant label scores its share of the items."""
     test = multitask["test"][:20]
     expected = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in test}
-    monkeypatch.setattr(P, "answer", _oracle(expected.get))
+    _patch_answers(monkeypatch, _oracle(expected.get))
     args = ["eval", "--config", "tiny", "--base_only", "true", "--eval_tasks", "multitask"]
     args += ["--max_eval_items", "20", "--output_dir", str(tmp_path)]
     assert main(args) == 0
@@ -135,7 +143,7 @@ def test_accuracy_scores_known_answers(monkeypatch, tmp_path, multitask):
                 assert v == 1.0, k
     assert m["base_eval_classification_accuracy"] == 1.0
 
-    monkeypatch.setattr(P, "answer", _oracle(lambda _: "无关问题"))
+    _patch_answers(monkeypatch, _oracle(lambda _: "无关问题"))
     assert main([*args, "--output_dir", str(tmp_path / "const")]) == 0
     m = json.loads((tmp_path / "const" / "base_eval_metrics.json").read_text())
     scene = [r["messages"][1]["content"] for r in test if r["task"] == "scene_cls"]
@@ -144,7 +152,7 @@ def test_accuracy_scores_known_answers(monkeypatch, tmp_path, multitask):
 
 
 def test_merge_scores_drops_a_stale_base_value(tmp_path):
-    from llm_chat.train import merge_scores
+    from llm_chat.evaluate import merge_scores
 
     path = tmp_path / "eval_metrics.json"
     both = {"eval_a_accuracy": 0.5, "base_eval_a_accuracy": 0.25, "base_eval_b_accuracy": 0.1}
@@ -207,7 +215,7 @@ def test_interactive_mode_picks_tasks_from_stdin(monkeypatch, capsys):
 
 
 def test_sequence_mode_runs_tasks_accuracy_then_interactive(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(P, "answer", _oracle(lambda _: "数据平台相关问题"))
+    _patch_answers(monkeypatch, _oracle(lambda _: "数据平台相关问题"))
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
     args = ["eval", "--config", "tiny", "--base_only", "true", "--eval_mode", "sequence", "--eval_tasks"]
     args += ["multitask", "--examples_per_task", "1", "--max_eval_items", "8", "--output_dir", str(tmp_path)]

@@ -19,10 +19,15 @@ def test_stream_chat_streams_and_stops_at_max_new_tokens(tokenizer, tiny_model):
     assert len(chunks) >= 1 and all(isinstance(c, str) for c in chunks)
     # Greedy decoding is deterministic: the streamed text equals a plain generate().
     import torch
+    from llm_chat.model import end_of_turn_ids
 
     enc = tokenizer(P.render(tokenizer, dialog("hi"), True), add_special_tokens=False, return_tensors="pt")
+    # What stream_chat generated before it ran on the serving engine: plain greedy generate() kwargs.
+    plain = dict(
+        eos_token_id=end_of_turn_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, do_sample=False
+    )
     with torch.no_grad():
-        out = tiny_model.generate(**enc, **P.generation_kwargs(tokenizer, max_new_tokens=12, temperature=0))
+        out = tiny_model.generate(**enc, max_new_tokens=12, temperature=None, top_p=None, top_k=None, **plain)
     expected = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "".join(chunks) == expected.split("<|im_end|>")[0]
 
@@ -127,3 +132,59 @@ def test_scoring_is_plain_greedy_while_chat_keeps_its_repetition_penalty():
         gen_options(infer("eval", "--score_repetition_penalty", "1.2"), greedy=True)["repetition_penalty"]
         == 1.2
     )
+
+
+def test_chat_generates_through_the_serving_engine(monkeypatch, tokenizer, tiny_model):
+    """One implementation: stream_chat (chat, predict, eval, compare) runs the engine's generate_rows, and
+    gives the same greedy text as the server's Engine for the same prompt."""
+    from llm_chat.serving import engine as E
+
+    calls = []
+    real = E.generate_rows
+
+    def spy(model, tok, jobs, **kw):
+        calls.append([j.req for j in jobs])
+        return real(model, tok, jobs, **kw)
+
+    monkeypatch.setattr(E, "generate_rows", spy)
+    text = "".join(
+        P.stream_chat(tiny_model, tokenizer, dialog("hi"), max_new_tokens=8, temperature=0, stop=["x"])
+    )
+    (req,) = calls[0]
+    assert req.max_tokens == 8 and req.temperature == 0.0 and req.stop == ["x"]
+    eng = E.Engine(tiny_model, tokenizer, base_name="tiny")
+    try:
+        events = list(eng.stream(E.GenRequest(req.prompt_ids, None, 8, temperature=0.0, stop=["x"])))
+    finally:
+        eng.close()
+    assert len(calls) == 2 and text == "".join(e[1] for e in events if e[0] == "delta")
+
+
+def test_a_generation_error_reaches_the_caller(tokenizer, tiny_model, monkeypatch):
+    """An exception inside generate (e.g. out of memory) is raised from stream_chat itself, not swallowed."""
+
+    def boom(*a, **kw):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(tiny_model, "generate", boom)
+    with pytest.raises(MemoryError, match="no room"):
+        list(P.stream_chat(tiny_model, tokenizer, dialog("hi"), max_new_tokens=4, temperature=0))
+
+
+def test_eval_answers_in_batches_match_one_at_a_time(monkeypatch, tokenizer, tiny_model):
+    """eval's batched greedy answers (left-padded rows of different lengths) are the unbatched answers, and
+    batch_size rows go into each generate."""
+    prompts = [dialog(q) for q in ("hi", "a much longer question " * 4, "ok?", "two words")]
+    single = [P.answer(tiny_model, tokenizer, p, max_new_tokens=6, temperature=0)["text"] for p in prompts]
+    sizes = []
+    real = P.generate_rows
+
+    def spy(model, tok, jobs, **kw):
+        sizes.append(len(jobs))
+        return real(model, tok, jobs, **kw)
+
+    monkeypatch.setattr(P, "generate_rows", spy)
+    batched = P.answer_many(tiny_model, tokenizer, prompts, batch_size=3, max_new_tokens=6, temperature=0)
+    assert sizes == [3, 1]
+    assert [r["text"] for r in batched] == single
+    assert all(r["completion_tokens"] <= 6 and r["finish_reason"] in ("stop", "length") for r in batched)

@@ -79,7 +79,7 @@ def build_tiny_chat_model(adapters=ADAPTERS, seed: int = 0):
 @pytest.fixture(scope="module")
 def engine():
     import torch
-    from llm_chat.serve import Engine
+    from llm_chat.serving.engine import Engine
 
     # One intra-op thread: a 32-wide model gains nothing from two, and on a contended 2-core box the
     # thread hand-offs make each step ~10x slower.
@@ -92,14 +92,15 @@ def engine():
 
 @pytest.fixture(scope="module")
 def settings():
-    from llm_chat.serve import ServeSettings
+    from llm_chat.serving.schema import ServeSettings
 
     return ServeSettings(api_key=API_KEY, max_tokens_limit=1800, max_messages=16, max_request_bytes=20_000)
 
 
 @pytest.fixture(scope="module")
 def server(engine, settings):
-    from llm_chat.serve import ServerThread, create_app
+    from llm_chat.serving.api import create_app
+    from llm_chat.testing import ServerThread
 
     with ServerThread(create_app(engine, settings)) as url:
         yield url
@@ -248,7 +249,7 @@ def test_concurrent_requests_do_not_corrupt_each_other(client, engine):
 
 def test_greedy_and_sampled_requests_share_a_batch(engine):
     """Rows keep their own temperature/top-p: greedy rows in a sampled batch still give the greedy answer."""
-    from llm_chat.serve import GenRequest
+    from llm_chat.serving.engine import GenRequest
 
     _wait_idle(engine)
     prompts = [engine.encode_chat([{"role": "user", "content": f"row {i}"}]) for i in range(6)]
@@ -358,7 +359,7 @@ def test_unknown_routes_and_methods_are_json_errors(server):
 # Queue, disconnects, load
 # ------------------------------------------------------------------------------------------------------------
 def _long_request(engine, adapter=None, max_tokens=1500):
-    from llm_chat.serve import GenRequest
+    from llm_chat.serving.engine import GenRequest
 
     prompt = engine.encode_chat([{"role": "user", "content": "keep talking"}])
     return GenRequest(prompt, adapter, max_tokens, temperature=0.0)
@@ -429,7 +430,7 @@ def test_non_stream_disconnect_stops_generation(server, engine):
 
 
 def test_load_32_streaming_clients(server, engine):
-    from llm_chat.serve import run_load
+    from llm_chat.testing import run_load
 
     t0 = time.time()
     result = run_load(
@@ -454,18 +455,18 @@ def test_load_32_streaming_clients(server, engine):
 # Streaming details without a model, and the CLI wiring
 # ------------------------------------------------------------------------------------------------------------
 class _CharTokenizer:
-    """decode(ids) = the characters with those code points: enough to drive _RowState."""
+    """decode(ids) = the characters with those code points: enough to drive RowState."""
 
     def decode(self, ids, skip_special_tokens=True):
         return "".join(chr(i) for i in ids)
 
 
 def _row(stop, max_tokens=50):
-    from llm_chat.serve import GenRequest, Job, _RowState
+    from llm_chat.serving.engine import GenRequest, Job, RowState
 
     out: list = []
     job = Job(GenRequest([1], None, max_tokens, stop=stop), out.append)
-    return _RowState(job, _CharTokenizer(), eos_ids={0}), out
+    return RowState(job, _CharTokenizer(), eos_ids={0}), out
 
 
 def _feed(row, text):
@@ -486,14 +487,14 @@ def test_stop_string_prefix_is_held_back_then_released():
 
 
 def test_multibyte_characters_are_never_split():
-    from llm_chat.serve import GenRequest, Job, _RowState
+    from llm_chat.serving.engine import GenRequest, Job, RowState
 
     class ByteTokenizer:  # one token per UTF-8 byte, like a byte-level BPE on rare characters
         def decode(self, ids, skip_special_tokens=True):
             return bytes(ids).decode("utf-8", errors="replace")
 
     out: list = []
-    row = _RowState(Job(GenRequest([1], None, 50), out.append), ByteTokenizer(), eos_ids={0})
+    row = RowState(Job(GenRequest([1], None, 50), out.append), ByteTokenizer(), eos_ids={0})
     for b in "a中文b".encode():
         row.push(b)
     row.flush()
@@ -512,16 +513,57 @@ def test_eos_and_length_finish_rows():
     assert "".join(e[1] for e in out) == "abc" and row.finished == "length"
 
 
+def test_the_earliest_stop_string_wins_whatever_the_list_order():
+    row, out = _row(["c", "abc"])
+    _feed(row, "abc")  # both complete on "c": the answer ends before "abc", not before "c"
+    assert "".join(e[1] for e in out) == "" and row.finished == "stop"
+
+
+def test_end_of_turn_text_ends_the_answer():
+    """A template whose <|im_end|> is not one token writes it as text: it ends the turn (chat did this,
+    now the server does too, since both use RowState)."""
+    row, out = _row([])
+    _feed(row, "hi<|im_end|>more")
+    row.flush()
+    assert "".join(e[1] for e in out) == "hi" and row.finished == "stop"
+
+
+def test_rows_with_another_repetition_penalty_get_their_own_batch():
+    from llm_chat.serving.engine import GenRequest
+
+    a, b = GenRequest([1], "x", 5, temperature=0.0), GenRequest([1], "x", 5, temperature=0.9, top_k=3)
+    assert a.batch_key() == b.batch_key()  # sampling settings are per row
+    assert GenRequest([1], "x", 5, repetition_penalty=1.2).batch_key() != a.batch_key()
+
+
+def test_top_k_one_samples_the_greedy_answer(engine):
+    """RowSampling's per-row top-k: with k=1 a hot temperature still gives the greedy tokens."""
+    from llm_chat.serving.engine import GenRequest
+
+    _wait_idle(engine)
+    prompt = engine.encode_chat([{"role": "user", "content": "top k"}])
+
+    def text(req):
+        return "".join(e[1] for e in engine.stream(req) if e[0] == "delta")
+
+    greedy = text(GenRequest(prompt, "tuned-a", 10, temperature=0.0))
+    assert text(GenRequest(prompt, "tuned-a", 10, temperature=2.0, top_k=1)) == greedy
+    hot = {text(GenRequest(prompt, "tuned-a", 10, temperature=2.0, seed=s)) for s in range(4)}
+    assert hot != {greedy}  # without top-k the same temperature wanders off
+
+
 def test_cli_tiny_config_builds_a_servable_engine(monkeypatch):
     pytest.importorskip("llm_chat.cli")
     from llm_chat.cli import APP
-    from llm_chat.serve import _serve_args, build_engine, settings_from
+    from llm_chat.config import ServeArgs, get_group
+    from llm_chat.serving.schema import settings_from
+    from llm_chat.serving.server import build_engine
     from lora_shared.cli import build_config
 
     serve_cmd = next(c for c in APP.commands if c.name == "serve")
     monkeypatch.setenv("LLM_CHAT_API_KEY", "from-env")
     cfg, _ = build_config(APP, serve_cmd, ["--config", "tiny", "--max_queue", "3", "--port", "9999"])
-    args = _serve_args(cfg)
+    args = get_group(cfg, ServeArgs)
     assert (args.host, args.port) == ("127.0.0.1", 9999)  # loopback unless asked
     settings = settings_from(args)
     assert settings.max_queue == 3 and settings.api_key == "from-env"
@@ -529,7 +571,7 @@ def test_cli_tiny_config_builds_a_servable_engine(monkeypatch):
     try:
         assert eng.model_ids() == ["qwen2-random"]
         req_ids = eng.encode_chat([{"role": "user", "content": "hi"}])
-        from llm_chat.serve import GenRequest
+        from llm_chat.serving.engine import GenRequest
 
         events = list(eng.stream(GenRequest(req_ids, None, 4, temperature=0.0)))
         assert events[-1][0] == "end" and events[-1][2]["completion_tokens"] <= 4
@@ -547,7 +589,7 @@ def test_cli_serve_streams_sse_over_curl_like_request(tmp_path, command):
     import subprocess
     import sys
 
-    from llm_chat.serve import free_port
+    from llm_chat.testing import free_port
 
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
@@ -584,7 +626,8 @@ def test_cli_serve_streams_sse_over_curl_like_request(tmp_path, command):
 
 
 def test_close_cancels_the_running_batch_and_fails_waiting_jobs():
-    from llm_chat.serve import Engine, GenRequest, QueueFull
+    from llm_chat.serving.engine import Engine, GenRequest
+    from llm_chat.serving.schema import QueueFull
 
     model, tok = build_tiny_chat_model(adapters=())
     eng = Engine(model, tok, base_name="m")

@@ -36,7 +36,7 @@ def _tiny_builder():
 @pytest.fixture(scope="module")
 def engine():
     import torch
-    from llm_chat.serve import Engine
+    from llm_chat.serving.engine import Engine
 
     torch.set_num_threads(1)
     model, tok = _tiny_builder()()
@@ -46,7 +46,7 @@ def engine():
 
 
 def _greedy(engine, model_id, content, max_tokens):
-    from llm_chat.webui import make_request, stream_text
+    from llm_chat.serving.ui import make_request, stream_text
 
     req = make_request(
         engine,
@@ -63,7 +63,7 @@ def _greedy(engine, model_id, content, max_tokens):
 # Helpers behind the widgets
 # ------------------------------------------------------------------------------------------------------------
 def test_parse_stops():
-    from llm_chat.webui import parse_stops
+    from llm_chat.serving.ui import parse_stops
 
     assert parse_stops(" ###, User: ,,\\n") == ["###", "User:", "\n"]
     assert parse_stops(None) == [] and len(parse_stops("a,b,c,d,e")) == 4
@@ -78,7 +78,7 @@ def test_stream_text_grows_and_ends_with_stats(engine):
 
 
 def test_system_info_reports_device_memory_and_counters(engine):
-    from llm_chat.webui import system_info
+    from llm_chat.serving.ui import system_info
 
     info = system_info(engine)
     assert info["device"] == "cpu" and info["process_rss_mb"] > 0
@@ -87,9 +87,11 @@ def test_system_info_reports_device_memory_and_counters(engine):
 
 
 def test_ui_mounts_on_the_api_server(engine):
-    from llm_chat.serve import ServerThread, ServeSettings, create_app
+    from llm_chat.serving.schema import ServeSettings
+    from llm_chat.serving.server import build_app
+    from llm_chat.testing import ServerThread
 
-    app = create_app(engine, ServeSettings(ui_path="/ui"))
+    app = build_app(engine, ServeSettings(ui_path="/ui"))
     with ServerThread(app) as url:
         page = httpx.get(url + "/ui/", follow_redirects=True, timeout=30)
         assert page.status_code == 200 and "<html" in page.text.lower()
@@ -99,15 +101,48 @@ def test_ui_mounts_on_the_api_server(engine):
 
 
 def test_ui_requires_the_api_key_when_set(engine):
-    from llm_chat.serve import ServerThread, ServeSettings, create_app
+    from llm_chat.serving.schema import ServeSettings
+    from llm_chat.serving.server import build_app
+    from llm_chat.testing import ServerThread
 
-    app = create_app(engine, ServeSettings(api_key="k", ui_path="/ui"))
+    app = build_app(engine, ServeSettings(api_key="k", ui_path="/ui"))
     with ServerThread(app) as url:
         r = httpx.get(url + "/ui/config", timeout=30)
         assert r.status_code in (401, 403)  # behind Gradio's login (password = the API key)
         ok = httpx.post(url + "/ui/login", data={"username": "me", "password": "k"}, timeout=30)
         bad = httpx.post(url + "/ui/login", data={"username": "me", "password": "nope"}, timeout=30)
         assert ok.status_code == 200 and bad.status_code >= 400
+
+
+@pytest.mark.parametrize("command", ["serve", "webui"])
+def test_webui_is_serve_with_the_ui_mounted(monkeypatch, command):
+    """`llm-chat webui` runs the `serve` entry with the UI: same engine wiring, plus /ui/ and / -> /ui/."""
+    import uvicorn
+    from fastapi.testclient import TestClient
+    from llm_chat.cli import APP
+    from llm_chat.serving import server
+    from llm_chat.serving.engine import Engine
+    from lora_shared.cli import build_config
+
+    ran = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: ran.update(app=app, **kw))
+    monkeypatch.setattr(
+        server, "build_engine", lambda cfg, *a: Engine(*_tiny_builder()(), base_name="tiny-base")
+    )
+    cmd = next(c for c in APP.commands if c.name == command)
+    cfg, _ = build_config(APP, cmd, ["--config", "tiny", "--port", "9876"])
+    assert cmd.target.partition(":")[0] == "llm_chat.serving.server"
+    assert getattr(server, cmd.target.partition(":")[2])(cfg) == 0
+    assert ran["port"] == 9876 and ran["host"] == "127.0.0.1"
+    client = TestClient(ran["app"])
+    assert client.get("/health").json()["status"] == "down"  # serve closed its engine on the way out
+    root = client.get("/", follow_redirects=False)
+    ui = client.get("/ui/", follow_redirects=True)
+    if command == "webui":
+        assert root.status_code in (302, 307) and root.headers["location"] == "/ui/"
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+    else:
+        assert root.status_code == 404 and ui.status_code == 404
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -176,7 +211,7 @@ class WebDriver:
 
 @pytest.fixture()
 def browser(tmp_path):
-    from llm_chat.serve import free_port
+    from llm_chat.testing import free_port
 
     if not CHROMIUM.exists() or not Path(CHROMEDRIVER).exists():
         pytest.skip("needs Debian chromium + chromium-driver (apt-get install -y chromium chromium-driver)")
@@ -213,7 +248,9 @@ def _squash(s: str) -> str:
 
 @pytest.mark.slow
 def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
-    from llm_chat.serve import ServerThread, ServeSettings, create_app
+    from llm_chat.serving.schema import ServeSettings
+    from llm_chat.serving.server import build_app
+    from llm_chat.testing import ServerThread
 
     expected = _squash(_greedy(engine, "tuned-a", "hello from the browser", 40)[-1][0])
     left_want = _squash(_greedy(engine, "tiny-base", "hello from the browser", 40)[-1][0])
@@ -228,7 +265,7 @@ def test_browser_chat_streams_an_answer(engine, browser, tmp_path):
         return original(*a, **kw)
 
     model.forward = slow_forward
-    app = create_app(engine, ServeSettings(ui_path="/ui"))
+    app = build_app(engine, ServeSettings(ui_path="/ui"))
     try:
         with ServerThread(app) as url:
             browser.get(url + "/ui/")

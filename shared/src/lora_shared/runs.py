@@ -330,14 +330,18 @@ def save_adapter(
     output_dir: str | os.PathLike,
     extra_json: dict[str, Any] | None = None,
     state_dict: dict | None = None,
+    card: dict | None = None,
 ) -> Path:
     """Save the adapter (safetensors) + extra JSON files into output_dir; each file lands atomically.
 
     What the run staged (`prepare_output_dir`: base, tokenizer, resolved config, logs) is published
     first, the adapter weights last. `state_dict`: the gathered weights from `full_state_dict`
-    (sharded training); peft keeps the adapter's.
+    (sharded training); peft keeps the adapter's. `card`: the app's task bits (`lora_shared.cards.TaskCard`)
+    for the model card that replaces peft's template README.md (`write_metrics` adds the metrics later).
     """
     import tempfile
+
+    from .cards import TASK_FILE, write_card
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +353,12 @@ def save_adapter(
         model.save_pretrained(tmp, safe_serialization=True, **kw)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
+        if card is not None:
+            atomic_write_json(tmp / TASK_FILE, card)
         _publish_staged(out)
+        # After peft's save (its template README.md names the base by local path) and once the staged
+        # resolved config is in place; the card moves in with the adapter. Metrics come with write_metrics.
+        write_card(out, tmp, task=card, adapter_dir=tmp, with_metrics=False)
         replace_files_from(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -365,8 +374,6 @@ def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool 
     """
     from peft import PeftConfig, PeftModel
 
-    from .cli import find_adapter_dir
-
     path = check_adapter_dir(find_adapter_dir(adapter_dir))
     config = PeftConfig.from_pretrained(str(path))
     try:
@@ -380,6 +387,22 @@ def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool 
     if not is_trainable:
         model.eval()
     return model
+
+
+def find_adapter_dir(path: str | os.PathLike) -> Path:
+    """The directory holding adapter_config.json: the given run dir itself, or its `adapter/` child."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UsageError(f"adapter directory not found: {p}")
+    for cand in (p, p / "adapter"):
+        if (cand / "adapter_config.json").is_file():
+            if not (cand / "adapter_model.safetensors").is_file():
+                raise UsageError(
+                    f"{cand}: adapter_config.json but no adapter_model.safetensors "
+                    "(incomplete or interrupted save); retrain or pick a complete checkpoint"
+                )
+            return cand
+    raise UsageError(f"{p}: no adapter_config.json here; pass the output_dir of a finished `train` run")
 
 
 def check_adapter_dir(path: str | os.PathLike) -> Path:
@@ -612,6 +635,10 @@ def export_writer(export_dir: str | os.PathLike, run_dir: str | os.PathLike | No
     target = check_export_dir(export_dir, run_dir)
     with atomic_dir(target) as tmp:
         yield tmp
+        if run_dir is not None and (Path(run_dir) / "adapter_config.json").is_file():
+            from .cards import write_card
+
+            write_card(run_dir, tmp, merged=True)  # replaces any template README the save wrote
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         atomic_write_json(tmp / EXPORT_MANIFEST, {"written_by": "loraworks export", "files": files})
         check_export_dir(target, run_dir)
@@ -647,6 +674,10 @@ def write_metrics(output_dir: str | os.PathLike, metrics: dict[str, Any], name: 
     old = json.loads(path.read_text()) if path.is_file() else {}
     old.update(metrics)
     atomic_write_json(path, old)
+    if name == "metrics.json" and (path.parent / "adapter_config.json").is_file():
+        from .cards import write_card
+
+        write_card(path.parent)  # the run's card gets its final metrics
     return path
 
 

@@ -42,7 +42,7 @@ APP = App(
         Command(
             "eval",
             "score an adapter on held-out sets: accuracy / exact match, ROUGE-L, BLEU, keywords, perplexity",
-            "llm_chat.train:evaluate",
+            "llm_chat.evaluate:evaluate",
             extra_types="llm_chat.config:PREDICT_TYPES",
         ),
         Command(
@@ -55,7 +55,7 @@ APP = App(
         Command(
             "compare",
             "base vs adapter on held-out questions: keyword match, completeness, latency (table + JSON)",
-            "llm_chat.train:compare",
+            "llm_chat.evaluate:compare",
             extra_types="llm_chat.config:PREDICT_TYPES",
         ),
         Command(
@@ -67,14 +67,14 @@ APP = App(
         Command(
             "serve",
             "OpenAI-compatible HTTP API (/v1/chat/completions, streaming) on 127.0.0.1",
-            "llm_chat.serve:serve",
+            "llm_chat.serving.server:serve",
             extra_types="llm_chat.config:SERVE_TYPES",
             default_config="default",
         ),
         Command(
             "webui",
             "Gradio chat web UI on 127.0.0.1",
-            "llm_chat.webui:webui",
+            "llm_chat.serving.server:webui",
             extra_types="llm_chat.config:SERVE_TYPES",
             default_config="default",
         ),
@@ -83,7 +83,7 @@ APP = App(
 
 
 # ------------------------------------------------------------------------------- bare `llm-chat` offline
-# Best first: what a bare `llm-chat` falls back to when no trained run is usable (tools/offline_models.py).
+# Best first: what a bare `llm-chat` falls back to when no trained run is usable (loraworks_models.registry).
 FALLBACK_MODELS = ("qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct")
 RUNS_DIR = Path("outputs")  # where `train` writes runs by default, relative to the working directory
 _MODEL_FLAGS = ("--adapter_dir", "--model_name_or_path", "--model_type", "--config")
@@ -94,7 +94,7 @@ def names_no_model(argv: list[str]) -> bool:
     """`llm-chat` / `llm-chat chat` with no flag that picks a model (chat options such as --prompt are fine)."""
     if argv and argv[0] != "chat" and not argv[0].startswith("-"):
         return False
-    if any(a in ("-h", "--help", "-V", "--version") for a in argv):
+    if any(a in ("-h", "--help", "--help-all", "-V", "--version") for a in argv):
         return False
     return not any(a.split("=", 1)[0] in _MODEL_FLAGS for a in argv)
 

@@ -1,13 +1,36 @@
-"""llm-chat config: four dataclass groups (model, data, LoRA, SFT training) + chat/serve options, flat namespace."""
+"""llm-chat config: four dataclass groups (model, data, LoRA, training) + chat/serve options, flat namespace."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
-from trl import SFTConfig
+from transformers import TrainingArguments
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# trl.SFTConfig fields that ChatTrainingArguments inherited (trl 1.16, the only version ever locked) and
+# nothing here read.
+RETIRED_SFT_FIELDS = (
+    "model_init_kwargs",
+    "router_aux_loss_coef",
+    "dataset_text_field",
+    "dataset_kwargs",
+    "dataset_num_proc",
+    "eos_token",
+    "pad_token",
+    "truncation_mode",
+    "shuffle_dataset",
+    "packing_strategy",
+    "padding_free",
+    "pad_to_multiple_of",
+    "eval_packing",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "loss_type",
+    "activation_offloading",
+)
 
 
 @dataclass
@@ -40,8 +63,39 @@ class ChatDataArgs:
     dataset: str = field(
         default="customer_service",
         metadata={
-            "help": "Comma list of built-in sets (customer_service, banking, multitask) and/or "
-            ".jsonl/.json files (OpenAI messages, ShareGPT, Alpaca)."
+            "help": "Comma list of built-in sets (customer_service, banking, multitask), .jsonl/.json files "
+            "(OpenAI messages, ShareGPT, Alpaca), hub dataset ids (user/name) and json|parquet (load_dataset "
+            "builders, with --data_files)."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of data files for a load_dataset builder --dataset."}
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Files of --dataset json|parquet: PATH or SPLIT=PATH, several allowed "
+            "(train=a.jsonl validation=b.jsonl)."
+        },
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
+    )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
+            "if there is one, else --val_fraction."
+        },
+    )
+    messages_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column holding each dialog's turns in a hub / load_dataset --dataset; default: found by "
+            "name (messages, conversations, ...) or Alpaca's instruction/output columns."
         },
     )
     eval_dataset: str | None = field(
@@ -88,14 +142,22 @@ class ChatLoraArgs(LoraArgs):
 
 
 @dataclass
-class ChatTrainingArguments(TrainExtras, SFTConfig):
-    """trl.SFTConfig with these changed defaults: output_dir=outputs/llm-chat, learning_rate=2e-4,
-    num_train_epochs=3, per_device_train_batch_size=8, packing=True (padding-free: the batch is one row with
-    per-sample position_ids, checked against the unpacked loss before training), max_length=1024,
-    eval/save per epoch, logging_steps=5, bf16=False (TRL turns it on by default; opt in here), save_total_limit=2, remove_unused_columns=False,
-    gradient_checkpointing=False (TRL turns it on; it re-runs each layer's forward in backward, ~1.3x the step
-    time, to save activation memory that small models and short dialogs do not need: opt in for big ones).
-    Our own tokenisation masks everything but assistant turns (assistant_only_loss is always on)."""
+class ChatTrainingArguments(TrainExtras, TrainingArguments):
+    """transformers.TrainingArguments plus the three SFT fields our code reads (max_length, packing,
+    chat_template_path), with these changed defaults: output_dir=outputs/llm-chat, learning_rate=2e-4,
+    num_train_epochs=3, per_device_train/eval_batch_size=8, eval/save per epoch, logging_steps=5,
+    save_total_limit=2, remove_unused_columns=False, warmup_ratio=0.05 (our field: transformers 5 has only
+    warmup_steps, which this sets to the fraction). bf16 and gradient_checkpointing keep
+    transformers' defaults (off); their help says when to turn them on.
+    The loss is always on assistant tokens only (data.tokenize_dialog masks the rest, for any chat template),
+    so there is no assistant_only_loss flag. Not trl.SFTConfig: training runs the plain Trainer with our own
+    masking and packing, and SFTTrainer could not replace them (it refuses a custom collator with padding-free
+    packing, and its assistant-only masking raises on templates without `{% generation %}` markers it cannot
+    patch, such as SmolLM2's), so its other flags would do nothing here."""
+
+    # Retired SFTConfig fields that runs trained before this class existed still list in their
+    # resolved_config.yaml; dropped when such a run is reloaded (eval, chat, ...), an error anywhere else.
+    retired_fields: ClassVar[frozenset[str]] = frozenset(RETIRED_SFT_FIELDS)
 
     output_dir: str | None = field(
         default="outputs/llm-chat", metadata={"help": "Run directory (adapter, tokenizer, metrics, plots)."}
@@ -104,6 +166,13 @@ class ChatTrainingArguments(TrainExtras, SFTConfig):
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training dialogs."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Dialogs per step per device."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Eval dialogs per device."})
+    max_length: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Max tokens per dialog (longer ones are cut; all-prompt ones dropped); also the length of "
+            "a packed row and of eval's perplexity dialogs. Tokens."
+        },
+    )
     packing: bool = field(
         default=True,
         metadata={
@@ -111,9 +180,11 @@ class ChatTrainingArguments(TrainExtras, SFTConfig):
             "via position_ids; falls back to padding if the model's attention does not honour it."
         },
     )
-    max_length: int | None = field(
-        default=1024,
-        metadata={"help": "Max tokens per dialog (longer ones are cut; all-prompt ones dropped)."},
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Chat template for a tokenizer that has none (or to replace its own): chatml | a Jinja file."
+        },
     )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
@@ -133,8 +204,13 @@ class ChatTrainingArguments(TrainExtras, SFTConfig):
         default=False,
         metadata={"help": "Recompute activations in backward: less memory, ~1.3x step time (big models)."},
     )
-    # SFTConfig also defines trust_remote_code; the flat namespace keeps the one in ChatModelArgs.
-    trust_remote_code: bool = field(default=False, init=False)
+
+    def __post_init__(self):
+        # transformers 5 dropped TrainingArguments.warmup_ratio (the field above was read by nothing); its
+        # warmup_steps takes a fraction below 1 instead. An explicit --warmup_steps wins, as it used to.
+        if self.warmup_ratio > 0 and not self.warmup_steps:  # a bad value is left to validate_args
+            self.warmup_steps = min(self.warmup_ratio, math.nextafter(1.0, 0.0))  # 1.0 would mean 1 step
+        super().__post_init__()
 
 
 @dataclass
@@ -200,6 +276,10 @@ class ChatPredictArgs:
     max_eval_items: int | None = field(
         default=None, metadata={"help": "eval/compare: cap per set (quick runs)."}
     )
+    eval_batch_size: int = field(
+        default=8,
+        metadata={"help": "eval: answers generated per batch (greedy, left-padded; 1 = one at a time)."},
+    )
     export_dir: str | None = field(
         default=None,
         metadata={"help": "Where `export` writes the merged model (default: <adapter_dir>/merged)."},
@@ -236,7 +316,7 @@ class ServeArgs:
 
 CONFIG_TYPES = (ChatModelArgs, ChatDataArgs, ChatLoraArgs, ChatTrainingArguments)
 PREDICT_TYPES = (ChatPredictArgs,)
-SERVE_TYPES = (ChatPredictArgs, ServeArgs)
+SERVE_TYPES = (ServeArgs, ChatPredictArgs)  # serve's own flags first in --help
 
 
 def get_group(cfg, cls):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from lora_shared import hubdata
 from lora_shared.errors import DataError, UsageError
 from lora_shared.jsonfile import JSONError, loads, read_text
 
@@ -214,7 +215,7 @@ def validate_messages(messages: list[dict]) -> None:
 MAX_DIALOG_CHARS = 1_000_000
 
 
-def _iter_json_records(path: Path):
+def iter_json_records(path: Path):
     """(line number, parsed object or a JSONError) for JSONL, or for a JSON array file (number = index+1)."""
     text = read_text(path)  # DataError naming file:line for a non-UTF-8 byte
     if path.suffix == ".json" or text.lstrip().startswith("["):
@@ -252,9 +253,19 @@ def read_dialogs(
     if fmt not in ("auto", *FORMATS):
         raise UsageError(f"data_format: {fmt!r} is not one of auto, {', '.join(FORMATS)}")
     report = LoadReport(str(path))
+    return _normalise(
+        ((f"{path}:{line}", rec) for line, rec in iter_json_records(path)), report, fmt, skip_bad, max_chars
+    )
+
+
+def _normalise(
+    rows, report: LoadReport, fmt: str, skip_bad: bool, max_chars: int | None
+) -> tuple[list[dict], LoadReport]:
+    """Validate (where, record) pairs into normalised dialogs; a bad one is a DataError naming `where`, or is
+    skipped and counted when `skip_bad`. Shared by files and `datasets` splits, so both give the same lines."""
     out = []
-    for line, rec in _iter_json_records(path):
-        where, problem = f"{path}:{line}", None
+    for where, rec in rows:
+        problem = None
         try:
             if isinstance(rec, JSONError):
                 raise ValueError(f"not valid JSON ({rec})")
@@ -286,9 +297,58 @@ def read_dialogs(
     report.records = len(out)
     if not out:
         raise DataError(
-            f"{path}: no valid dialogs" + (f" ({report.skipped} skipped)" if report.skipped else "")
+            f"{report.source}: no valid dialogs" + (f" ({report.skipped} skipped)" if report.skipped else "")
         )
     return out, report
+
+
+def _drop_nones(value):
+    """Arrow gives every struct all the keys seen in the column (None where a record lacked one); drop
+    them so a ShareGPT turn {from, value, role: None} reads as the record it was."""
+    if isinstance(value, dict):
+        return {k: _drop_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nones(v) for v in value]
+    return value
+
+
+def _hub_rows(ds, where: str, messages_column: str | None):
+    """(where row i, record) of a `datasets` split; --messages_column's turns become the record's messages."""
+    for i, row in enumerate(ds):
+        rec = _drop_nones(row)
+        if messages_column and messages_column != "messages":
+            turns = rec.pop(messages_column, None)
+            rec = {k: v for k, v in rec.items() if k not in _MESSAGES_KEYS}
+            if turns is not None:  # else the record has no turns: to_messages names the keys it has
+                rec["messages"] = turns
+        yield f"{where} row {i}", rec
+
+
+def load_hub(spec: str, data_args, max_chars: int | None):
+    """(train dialogs, held-out dialogs or None, reports) of a hub id / load_dataset builder in --dataset."""
+    if data_args.data_format not in ("auto", *FORMATS):
+        raise UsageError(f"data_format: {data_args.data_format!r} is not one of auto, {', '.join(FORMATS)}")
+    splits = hubdata.load_splits(data_args, spec)
+    out, reports = [], []
+    for ds, name in ((splits.train, splits.train_name), (splits.eval, splits.eval_name)):
+        if ds is None:
+            out.append(None)
+            continue
+        where = splits.where(name)
+        if data_args.messages_column:
+            hubdata.require_columns(ds, [data_args.messages_column], where, "--messages_column")
+        records, report = _normalise(
+            _hub_rows(ds, where, data_args.messages_column),
+            LoadReport(where),
+            data_args.data_format,
+            data_args.skip_bad_records,
+            max_chars,
+        )
+        for r in records:
+            r.setdefault("source", spec)
+        out.append(records)
+        reports.append(report)
+    return out[0], out[1], reports
 
 
 def builtin_path(name: str, split: str) -> Path:
@@ -307,7 +367,9 @@ def load_source(
             r.setdefault("source", spec)
         return records, report
     if not Path(spec).expanduser().exists():
-        raise UsageError(f"dataset {spec!r}: not a file nor a built-in set ({', '.join(BUILTIN)})")
+        raise UsageError(
+            f"dataset {spec!r}: not a file nor a built-in set ({', '.join(BUILTIN)}) nor a hub dataset id"
+        )
     records, report = read_dialogs(Path(spec).expanduser(), fmt, skip_bad, max_chars)
     for r in records:
         r.setdefault("source", Path(spec).stem)
@@ -339,9 +401,22 @@ def load_splits(data_args, seed: int = 42) -> tuple[list[dict], list[dict], list
         raise UsageError(
             f"max_dialog_chars: {max_chars} is negative; pass a character count, or 0 for no cap"
         )
+    hub_specs = [s for s in specs if s not in BUILTIN and hubdata.wants_load_dataset(s, data_args)]
+    if not hub_specs:
+        hubdata.check_unused(data_args)
     for spec in specs:
-        recs, rep = load_source(spec, "train", data_args.data_format, data_args.skip_bad_records, max_chars)
-        reports.append(rep)
+        if spec in hub_specs:
+            recs, test, reps = load_hub(spec, data_args, max_chars)
+            reports += reps
+            if test is not None:  # the dataset's own held-out split, as a built-in set's test split
+                train += recs
+                held += [] if data_args.eval_dataset else test
+                continue
+        else:
+            recs, rep = load_source(
+                spec, "train", data_args.data_format, data_args.skip_bad_records, max_chars
+            )
+            reports.append(rep)
         if spec in BUILTIN:
             train += recs
             if not data_args.eval_dataset:

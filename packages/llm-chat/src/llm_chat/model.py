@@ -1,4 +1,5 @@
-"""Model for llm-chat: causal LM + tokenizer with a chat template, LoRA, the packing check, and inference loading.
+"""Model for llm-chat: causal LM + tokenizer with a chat template (and saving it), LoRA, the packing check,
+and inference loading.
 
 `load_for_inference(base, adapter_dirs)` is the one loader that chat, predict, eval, compare, serve and
 the web UI share.
@@ -94,6 +95,21 @@ def build_tokenizer(model_args, chat_template_path: str | None = None):
             trust_remote_code=model_args.trust_remote_code,
         )
     return prepare_tokenizer(tok, chat_template_path, model_args.model_name_or_path or "the tiny model")
+
+
+def save_tokenizer(tokenizer, out: Path) -> None:
+    """Tokenizer (with its chat template) into `out`, each file replaced atomically."""
+    import shutil
+    import tempfile
+
+    from lora_shared.io import replace_files_from
+
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", suffix=".tmp", dir=out))
+    try:
+        tokenizer.save_pretrained(tmp)
+        replace_files_from(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,47 +18,37 @@ from lora_shared.errors import UsageError
 
 from . import metrics as M
 from .data import render
-from .model import END_OF_TURN, end_of_turn_ids, load_for_cfg
+from .model import load_for_cfg
+from .serving.engine import GenRequest, Job, eos_ids, generate_rows, stream_generation
 
 logger = logging.getLogger(__name__)
 
 
-def generation_kwargs(
+def gen_request(
     tokenizer,
+    messages: list[dict],
     *,
     max_new_tokens: int = 256,
     temperature: float = 0.7,
     top_p: float = 0.9,
     top_k: int = 50,
     repetition_penalty: float = 1.0,
-) -> dict:
-    """Keyword arguments for `model.generate`; temperature <= 0 means greedy decoding."""
-    kw = {
-        "max_new_tokens": int(max_new_tokens),
-        "eos_token_id": end_of_turn_ids(tokenizer),
-        "pad_token_id": tokenizer.pad_token_id,
-        "repetition_penalty": float(repetition_penalty),
-    }
-    if temperature and temperature > 0:
-        kw.update(do_sample=True, temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
-    else:
-        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    return kw
-
-
-def _stopping(cancel: threading.Event, prompt_len: int, counter: dict):
-    """A StoppingCriteria that counts new tokens and stops when the consumer cancels."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class _Cancel(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            counter["completion_tokens"] = int(input_ids.shape[1] - prompt_len)
-            return torch.full(
-                (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
-            )
-
-    return _Cancel()
+    stop: list[str] | None = None,
+) -> GenRequest:
+    """The engine request for one chat prompt (temperature 0 = greedy)."""
+    prompt = render(tokenizer, messages, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    greedy = not (temperature and temperature > 0)
+    return GenRequest(
+        list(prompt_ids),
+        None,
+        int(max_new_tokens),
+        temperature=0.0 if greedy else float(temperature),
+        top_p=1.0 if greedy else float(top_p),
+        stop=[s for s in stop or [] if s],
+        top_k=0 if greedy else int(top_k),
+        repetition_penalty=float(repetition_penalty),
+    )
 
 
 def stream_chat(
@@ -77,86 +66,39 @@ def stream_chat(
 ) -> Iterator[str]:
     """Yield the assistant's answer to `messages` as text chunks while it is generated.
 
-    Generation runs in a thread feeding a TextIteratorStreamer. Stop strings end the answer (the stop
+    Generation is the server's engine (`serving.engine.stream_generation`: the same streaming, stop strings
+    and sampling as `serve` and the web UI) on `model` as it is. Stop strings end the answer (the stop
     string itself is not yielded; text that might be the start of one is held back). Closing the generator
     early (a client disconnect) cancels generation. If `stats` is a dict, it receives prompt_tokens,
     completion_tokens, finish_reason ("stop" | "length") and seconds when the generator finishes.
     """
-    import torch
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-    stops = [s for s in [*(stop or []), END_OF_TURN] if s]
-    hold = max(len(s) for s in stops) - 1
-    prompt = render(tokenizer, messages, add_generation_prompt=True)
-    enc = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-    device = next(model.parameters()).device
-    input_ids = enc["input_ids"].to(device)
-    prompt_len = input_ids.shape[1]
-    counter = {"completion_tokens": 0}
-    cancel = threading.Event()
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = generation_kwargs(
+    req = gen_request(
         tokenizer,
+        messages,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         top_k=top_k,
         repetition_penalty=repetition_penalty,
+        stop=stop,
     )
-    error: list[BaseException] = []
-
-    def run():
-        try:
-            with torch.inference_mode():
-                out = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_stopping(cancel, prompt_len, counter)]),
-                    **kwargs,
-                )
-            counter["completion_tokens"] = int(out.shape[1] - prompt_len)
-            counter["ended_by_eos"] = bool(
-                out.shape[1] > prompt_len and int(out[0, -1]) in kwargs["eos_token_id"]
-            )
-        except BaseException as e:  # surfaced in the consumer's thread below
-            error.append(e)
-            streamer.end()
-
     t0 = time.perf_counter()
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    stopped = False
+    end = ("end", "length", {"prompt_tokens": len(req.prompt_ids), "completion_tokens": 0})
     try:
-        pending = ""
-        for chunk in streamer:
-            pending += chunk
-            hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
-            if hits:
-                if pending[: min(hits)]:
-                    yield pending[: min(hits)]
-                pending, stopped = "", True
-                cancel.set()
-                break
-            if len(pending) > hold:
-                yield pending[: len(pending) - hold]
-                pending = pending[len(pending) - hold :]
-        if pending and not stopped:
-            yield pending
+        for ev in stream_generation(model, tokenizer, req):
+            if ev[0] == "delta":
+                yield ev[1]
+            else:
+                end = ev
     finally:
-        cancel.set()
-        thread.join()
         if stats is not None:
-            n = counter["completion_tokens"]
-            ended = stopped or counter.get("ended_by_eos", False) or n < max_new_tokens
+            _, reason, usage = end
             stats.update(
-                prompt_tokens=int(prompt_len),
-                completion_tokens=n,
-                finish_reason="stop" if ended else "length",
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+                finish_reason="length" if reason == "length" else "stop",
                 seconds=time.perf_counter() - t0,
             )
-    if error and not isinstance(error[0], GeneratorExit):
-        raise error[0]
 
 
 def answer(model, tokenizer, messages: list[dict], **gen) -> dict:
@@ -164,6 +106,38 @@ def answer(model, tokenizer, messages: list[dict], **gen) -> dict:
     stats: dict = {}
     text = "".join(stream_chat(model, tokenizer, messages, stats=stats, **gen))
     return {"text": text.strip(), **stats}
+
+
+def answer_many(model, tokenizer, prompts: list[list[dict]], *, batch_size: int = 8, **gen) -> list[dict]:
+    """`answer` for many prompts, `batch_size` rows per left-padded generate (the engine's `generate_rows`,
+    as `serve` batches): on a CPU, decoding is memory-bound, so 8 rows cost little more than one.
+    `seconds` is the batch's wall time, shared by its rows."""
+    if batch_size <= 1:
+        return [answer(model, tokenizer, p, **gen) for p in prompts]
+    eos = eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [gen_request(tokenizer, p, **gen) for p in prompts[start : start + batch_size]]
+        texts: list[list[str]] = [[] for _ in chunk]
+        jobs = [
+            Job(req, lambda ev, t=t: t.append(ev[1]) if ev[0] == "delta" else None)
+            for req, t in zip(chunk, texts)
+        ]
+        t0 = time.perf_counter()
+        rows = generate_rows(model, tokenizer, jobs, eos_ids=eos, pad_id=pad)
+        seconds = time.perf_counter() - t0
+        for row, text in zip(rows, texts):
+            row.flush()
+            out.append(
+                {
+                    "text": "".join(text).strip(),
+                    **row.usage(),
+                    "finish_reason": "stop" if row.finished == "stop" else "length",
+                    "seconds": seconds,
+                }
+            )
+    return out
 
 
 def gen_options(infer, greedy: bool = False) -> dict:
@@ -268,7 +242,7 @@ def chat(cfg) -> int:
 
 def read_prompts(inputs: list[str]) -> list[list[dict]]:
     """Prompts from arguments or files (.txt: one per line; .jsonl: {prompt|question} or messages)."""
-    from .data import _iter_json_records
+    from .data import iter_json_records
 
     out = []
     for item in inputs:
@@ -281,7 +255,7 @@ def read_prompts(inputs: list[str]) -> list[list[dict]]:
                     if s.strip()
                 ]
                 continue
-            for line, rec in _iter_json_records(p):
+            for line, rec in iter_json_records(p):
                 if isinstance(rec, dict) and isinstance(rec.get("messages"), list):
                     msgs = rec["messages"]
                     out.append(msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs)
@@ -445,31 +419,41 @@ def dialog_loss(model, tokenizer, records: list[dict], max_length: int | None, b
     return total / max(count, 1)
 
 
-def score_answers(model, tokenizer, records, labels_by_task, opts: dict, side: str, desc: str) -> list[dict]:
-    """Greedy answers of `side` to held-out dialogs, each scored for its task."""
+def score_answers(
+    model, tokenizer, records, labels_by_task, opts: dict, side: str, desc: str, batch_size: int = 8
+) -> list[dict]:
+    """Greedy answers of `side` to held-out dialogs (`batch_size` per generate), each scored for its task."""
     from tqdm.auto import tqdm
 
     from .data import prompt_and_reference
 
     out = []
-    with side_of(model, side):
-        for r in tqdm(records, desc=desc):
-            prompt, reference = prompt_and_reference(r)
-            res = answer(model, tokenizer, prompt, **opts)
-            scores = M.score_record(r, res["text"], labels_by_task)
-            out.append(
-                {
-                    "task": r.get("task"),
-                    "question": prompt[-1]["content"],
-                    "reference": reference,
-                    "prediction": res["text"],
-                    **scores,
-                }
+    with side_of(model, side), tqdm(total=len(records), desc=desc) as bar:
+        for start in range(0, len(records), max(batch_size, 1)):
+            chunk = records[start : start + max(batch_size, 1)]
+            pairs = [prompt_and_reference(r) for r in chunk]
+            results = answer_many(model, tokenizer, [p for p, _ in pairs], batch_size=batch_size, **opts)
+            bar.update(len(chunk))
+            out.extend(
+                _scored(r, p, ref, res, labels_by_task) for r, (p, ref), res in zip(chunk, pairs, results)
             )
     return out
 
 
-def score_sets(model, tokenizer, sets: dict[str, list[dict]], sides, opts: dict, *, cap, max_length):
+def _scored(r: dict, prompt: list[dict], reference, res: dict, labels_by_task) -> dict:
+    """One prediction row: the item, the answer and its task's scores."""
+    return {
+        "task": r.get("task"),
+        "question": prompt[-1]["content"],
+        "reference": reference,
+        "prediction": res["text"],
+        **M.score_record(r, res["text"], labels_by_task),
+    }
+
+
+def score_sets(
+    model, tokenizer, sets: dict[str, list[dict]], sides, opts: dict, *, cap, max_length, batch_size: int = 8
+):
     """Score every set for every side: (summary, {task: (set, n)}, prediction rows).
 
     Summary keys are `eval_<task>_<metric>` (tuned), `base_eval_<task>_<metric>` (base), the same for
@@ -488,7 +472,7 @@ def score_sets(model, tokenizer, sets: dict[str, list[dict]], sides, opts: dict,
         for side in sides:
             prefix = "base_" if side == "base" else ""
             by_side[side] = score_answers(
-                model, tokenizer, records, labels, opts, side, f"eval {name} {side}"
+                model, tokenizer, records, labels, opts, side, f"eval {name} {side}", batch_size
             )
             summary.update(M.summarize_eval(name, by_side[side], prefix))
             try:
@@ -609,7 +593,7 @@ def interactive_tasks(model, tokenizer, sides, opts: dict, system: str | None = 
 
 def compare_questions(path: str | None) -> list[dict]:
     """[{messages (prompt), question, keywords, reference}] from a JSONL file or the built-in banking test split."""
-    from .data import _iter_json_records, builtin_path, prompt_and_reference, read_dialogs
+    from .data import builtin_path, iter_json_records, prompt_and_reference, read_dialogs
 
     if path is None:
         records, _ = read_dialogs(builtin_path("banking", "test"), "openai")
@@ -629,7 +613,7 @@ def compare_questions(path: str | None) -> list[dict]:
     if not p.is_file():
         raise UsageError(f"questions file not found: {p}")
     out = []
-    for line, rec in _iter_json_records(p):
+    for line, rec in iter_json_records(p):
         if not (
             isinstance(rec, dict)
             and isinstance(rec.get("question"), str)

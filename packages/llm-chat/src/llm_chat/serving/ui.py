@@ -1,9 +1,9 @@
 """Gradio web UI (`llm-chat webui`): streaming chat, base-vs-tuned side by side, generation controls,
 adapter picker and a memory/device panel.
 
-The UI talks to the same `serve.Engine` as the HTTP API (one model, one worker thread, one queue), so it can
-be mounted on the API server (`create_app(..., ServeSettings(ui_path="/ui"))`) or run alone. `llm-chat webui`
-serves both: the UI at /ui/ and the OpenAI-compatible API at /v1 on the same loopback port.
+The UI talks to the same `engine.Engine` as the HTTP API (one model, one worker thread, one queue):
+`mount_ui` puts it on the API app, which is what `llm-chat webui` (= `serve` with the UI) does: the UI at
+/ui/ and the OpenAI-compatible API at /v1 on the same loopback port.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import threading
 import time
 from typing import Any
 
-from .serve import ApiError, Engine, GenRequest, QueueFull
+from .engine import Engine, GenRequest
+from .schema import ApiError, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -360,41 +361,3 @@ def mount_ui(app, engine: Engine, path: str = UI_PATH, *, api_key: str | None = 
     return gr.mount_gradio_app(
         app, blocks, path=path, auth=auth, ssr_mode=False, theme=theme, css=CSS, footer_links=[]
     )
-
-
-def webui(cfg) -> int:
-    """`llm-chat webui`: the UI at http://HOST:PORT/ui/ plus the OpenAI-compatible API on the same server."""
-    import uvicorn
-    from fastapi.responses import RedirectResponse
-
-    from .serve import _bind_check, _serve_args, build_engine, create_app, settings_from
-
-    args = _serve_args(cfg)
-    settings = settings_from(args)
-    host = getattr(args, "host", None) or "127.0.0.1"
-    port = int(getattr(args, "port", None) or 8000)
-    _bind_check(host, settings.api_key)
-    engine = build_engine(cfg, settings.max_queue, settings.max_batch_size)
-    predict_args = next((g for g in getattr(cfg, "extra", ()) if type(g).__name__ == "ChatPredictArgs"), None)
-    ui_kwargs = {"max_tokens_limit": settings.max_tokens_limit}
-    if predict_args is not None:
-        ui_kwargs.update(
-            max_tokens=predict_args.max_new_tokens,
-            temperature=predict_args.temperature,
-            top_p=predict_args.top_p,
-        )
-    app = create_app(engine, settings)
-    mount_ui(app, engine, UI_PATH, api_key=settings.api_key, **ui_kwargs)
-
-    @app.get("/", include_in_schema=False)
-    async def _root():
-        return RedirectResponse(UI_PATH + "/")
-
-    logger.info("web UI on http://%s:%d%s/ (API at /v1)", host, port, UI_PATH)
-    try:
-        uvicorn.run(
-            app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=5
-        )
-    finally:
-        engine.close()
-    return 0
