@@ -102,16 +102,26 @@ class MetricsJsonlCallback(TrainerCallback):
 
 
 class PlotCurvesCallback(TrainerCallback):
-    """Renders the loss / eval-metric curves to `<output_dir>/curves.png` when training ends."""
+    """Renders the loss / eval-metric curves to `<output_dir>/curves.png` after every evaluation and at the end.
+
+    Redrawn at each evaluation so a long run can be watched; each PNG replaces the last atomically (temp file
+    + os.replace), so a viewer never reads a half-written image.
+    """
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
 
-    def on_train_end(self, args, state, control, **kw):
+    def _draw(self, args, state) -> None:
         if state.is_world_process_zero:
             from .plots import plot_curves
 
             plot_curves(state.log_history, self.path or run_file(args.output_dir, "curves.png"))
+
+    def on_evaluate(self, args, state, control, **kw):
+        self._draw(args, state)  # Trainer logs the eval metrics into log_history before this hook
+
+    def on_train_end(self, args, state, control, **kw):
+        self._draw(args, state)
 
 
 class SafeCheckpointCallback(TrainerCallback):

@@ -60,11 +60,25 @@ def apply_lora(model, args: LoraArgs, task_type: str | None = None):
     from .errors import UsageError
 
     try:
-        return get_peft_model(model, build_lora_config(args, task_type))
+        peft_model = get_peft_model(model, build_lora_config(args, task_type))
     except ValueError as e:
         # peft says "Target modules {...} not found in the base model" - the usual config mistake.
         names = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
         raise UsageError(f"LoRA: {e}. Module names in this model include: {', '.join(names[:40])}") from None
+    dedupe_modules_to_save(peft_model)
+    return peft_model
+
+
+def dedupe_modules_to_save(peft_model) -> None:
+    """Drop repeated names from each adapter's `modules_to_save`, keeping their order.
+
+    peft's SEQ_CLS models append "classifier" and "score" to the names given, so a saved adapter config
+    read `['score', 'classifier', 'score']`.
+    """
+    for config in peft_model.peft_config.values():
+        names = getattr(config, "modules_to_save", None)
+        if names:
+            config.modules_to_save = list(dict.fromkeys(names))
 
 
 @dataclass

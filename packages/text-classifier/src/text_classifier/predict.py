@@ -15,7 +15,7 @@ from pathlib import Path
 from lora_shared.errors import UsageError
 
 from .data import read_text_file
-from .model import LABELS_FILE, load_trained
+from .model import LABELS_FILE, for_plain_transformers, load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,7 @@ def export(cfg) -> int:
     target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, tokenizer, labels = load_trained(cfg)
     labels_json = {LABELS_FILE: {"labels": labels}}
+    tokenizer = for_plain_transformers(tokenizer, cfg.model)  # cuts where predict cuts
     export_merged(model, target, processor=tokenizer, extra_json=labels_json, run_dir=cfg.model.adapter_dir)
     print(f"merged model: {target}")
     return 0

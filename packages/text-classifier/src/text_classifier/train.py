@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lora_shared.callbacks import default_callbacks
 from lora_shared.config import log_config
+from lora_shared.hfload import stage_pretrained
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
@@ -26,6 +27,7 @@ from lora_shared.runs import (
 )
 from lora_shared.seed import seed_everything
 
+from .card import CARD
 from .data import build_collator, class_weights, load_splits, tokenize_dataset
 from .metrics import compute_metrics, full_report, save_confusion_png
 from .model import (
@@ -33,6 +35,7 @@ from .model import (
     TOKENIZER_DIR,
     build_model,
     build_tokenizer,
+    for_plain_transformers,
     load_trained,
     weighted_cross_entropy,
 )
@@ -68,6 +71,8 @@ def train(cfg) -> dict[str, float]:
     )
     model = build_model(cfg.model, cfg.lora, labels, tokenizer, output_dir=out)
     save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
+    # Next to the adapter too: peft's AutoPeftModel and plain users look for the tokenizer there.
+    stage_pretrained(for_plain_transformers(tokenizer, cfg.model), out)
     logger.info("%s", trainable_report(model))
 
     # ---- 4. Tokenise once up front; the collator pads each batch to its longest text
@@ -92,7 +97,10 @@ def train(cfg) -> dict[str, float]:
     pred = trainer.predict(eval_tok, metric_key_prefix="eval")
     if not trainer.is_world_process_zero():
         return {}
-    save_adapter(model, out, {LABELS_FILE: {"labels": labels}}, state_dict=state)
+    sizes = {"train texts": len(train_ds), "eval texts": len(eval_ds)}
+    save_adapter(
+        model, out, {LABELS_FILE: {"labels": labels}}, state_dict=state, card={**CARD, "data_sizes": sizes}
+    )
     preds = _logits(pred.predictions).argmax(-1)
     save_confusion_png(pred.label_ids, preds, labels, out / "confusion_matrix.png", "held-out split")
     per_class = {f"eval_{k}": v for k, v in full_report(pred.label_ids, preds, labels).items()}

@@ -25,7 +25,31 @@ class ClsDataArgs:
     dataset: str = field(
         default="demo",
         metadata={
-            "help": "demo | sklearn-digits | ImageFolder dir | CSV (path,label) | datasets dir (save_to_disk)."
+            "help": "demo | sklearn-digits | ImageFolder dir | CSV (path,label) | datasets dir (save_to_disk) | "
+            "a hub dataset id (beans, user/name) | imagefolder (with --data_dir) | parquet (with --data_files)."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of --dataset imagefolder: DIR/<class>/<image> or DIR/train|validation/<class>/."
+        },
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Files of a load_dataset builder --dataset: PATH or SPLIT=PATH, several allowed."},
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
+    )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
+            "if there is one, else --val_fraction."
         },
     )
     eval_dataset: str | None = field(
@@ -38,8 +62,13 @@ class ClsDataArgs:
         default=120, metadata={"help": "Images per class in the demo dataset."}
     )
     demo_image_size: int = field(default=64, metadata={"help": "Side in pixels of generated demo images."})
-    image_column: str = field(default="image", metadata={"help": "Image column of a datasets dir."})
-    label_column: str = field(default="label", metadata={"help": "Label column of a datasets dir / CSV."})
+    image_column: str = field(
+        default="image", metadata={"help": "Image column of a datasets dir / hub / load_dataset --dataset."}
+    )
+    label_column: str = field(
+        default="label",
+        metadata={"help": "Label column of a CSV, datasets dir or hub / load_dataset --dataset."},
+    )
     skip_bad_images: bool = field(
         default=False,
         metadata={"help": "Skip unreadable images (and count them) instead of exiting with an error."},

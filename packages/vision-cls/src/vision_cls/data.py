@@ -10,8 +10,9 @@ import random
 from pathlib import Path
 
 import numpy as np
+from lora_shared import hubdata
 from lora_shared.errors import DataError
-from lora_shared.images import IMAGE_SUFFIXES, check_image, open_image, safe_join, to_rgb
+from lora_shared.images import IMAGE_SUFFIXES, check_image, open_image, safe_join, to_rgb, upright
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def _path_items(source: str, label_column: str):
     if p.is_dir():
         return _scan_folder(p)
     raise DataError(
-        f"{source}: not found (expected demo, sklearn-digits, an ImageFolder dir, a .csv or a datasets dir)"
+        f"{source}: not found (expected demo, sklearn-digits, an ImageFolder dir, a .csv, a datasets dir, "
+        "a hub dataset id or imagefolder --data_dir DIR)"
     )
 
 
@@ -192,30 +194,124 @@ def _check_labels(items, names, where):
             raise DataError(f"{where}: {path}: label {label!r} is not a training class ({', '.join(names)})")
 
 
+def _check_hf_image(value, where: str) -> str | None:
+    """None if one undecoded `datasets` Image value ({path, bytes}) decodes upright, else the reason."""
+    import io
+
+    from PIL import Image
+
+    if not value or not (value.get("bytes") or value.get("path")):
+        return f"{where}: no image"
+    if not value.get("bytes"):
+        reason = check_image(value["path"])
+        return f"{where}: {reason}" if reason else None
+    try:
+        with Image.open(io.BytesIO(value["bytes"])) as img:
+            img.load()
+            upright(img, where)
+    except DataError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds on corrupt bytes
+        return f"{where}: corrupt image ({type(e).__name__}: {e}); remove the row (or pass --skip_bad_images)"
+    return None
+
+
+def _check_hf_images(ds, where: str, skip_bad: bool):
+    """Decode every image of a `datasets` split once up front, as `_validate` does for files."""
+    from datasets import Image as ImageFeature
+    from tqdm.auto import tqdm
+
+    if not isinstance(ds.features["image"], ImageFeature):  # e.g. a CSV's path column
+        ds = ds.cast_column("image", ImageFeature())
+    raw = ds.select_columns(["image"]).cast_column("image", ImageFeature(decode=False))
+    good, bad = [], []
+    for i, row in enumerate(
+        tqdm(raw, desc=f"checking images ({where})", leave=False, disable=len(raw) < 200)
+    ):
+        reason = _check_hf_image(row["image"], f"{where} row {i}")
+        if reason is None:
+            good.append(i)
+        elif skip_bad:
+            bad.append(reason)
+        else:
+            raise DataError(reason)
+    if bad:
+        logger.warning("skipped %d unreadable image(s) in %s; first: %s", len(bad), where, bad[0])
+        ds = ds.select(good)
+    if len(ds) == 0:
+        raise DataError(f"{where}: no readable images")
+    return ds
+
+
+def _prepare_hf(ds, where: str, args, names: list[str] | None = None):
+    """A `datasets` split (save_to_disk dir or load_dataset) -> columns image + label (ClassLabel over
+    `names`, default: the split's ClassLabel names or its sorted label values), every image checked."""
+    from datasets import ClassLabel
+
+    hubdata.require_columns(
+        ds, [args.image_column, args.label_column], where, "--image_column/--label_column"
+    )
+    ds = ds.select_columns([args.image_column, args.label_column])
+    rename = {args.image_column: "image", args.label_column: "label"}
+    ds = ds.rename_columns({k: v for k, v in rename.items() if k != v})
+    feature = ds.features["label"]
+    own = list(feature.names) if isinstance(feature, ClassLabel) else None
+    values = [own[v] if own is not None else v for v in ds["label"]]
+    for i, v in enumerate(values):
+        if v is None or isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
+            raise DataError(
+                f"{where} row {i}: label {v!r} is not a class name or id; fix column {args.label_column!r}"
+            )
+    values = [str(v).strip() for v in values]
+    if names is None:
+        names = own if own is not None else sorted(set(values))
+        if len(names) < 2:
+            raise DataError(f"{where}: found {len(names)} class ({names}); need at least 2")
+    index = {n: i for i, n in enumerate(names)}
+    for i, v in enumerate(values):
+        if v not in index:
+            raise DataError(f"{where} row {i}: label {v!r} is not a training class ({', '.join(names)})")
+    ds = ds.remove_columns("label").add_column("label", [index[v] for v in values])
+    ds = ds.cast_column("label", ClassLabel(names=list(names)))
+    return _check_hf_images(ds, where, args.skip_bad_images)
+
+
 def _load_disk(source: Path, args):
     from datasets import DatasetDict, load_from_disk
 
     ds = load_from_disk(str(source))
     if isinstance(ds, DatasetDict):
         train = ds["train"]
-        ev = next((ds[k] for k in ("validation", "val", "test") if k in ds), None)
+        ev_name = next((k for k in ("validation", "val", "test") if k in ds), None)
     else:
-        train, ev = ds, None
-    for col in (args.image_column, args.label_column):
-        if col not in train.column_names:
-            raise DataError(
-                f"{source}: no column {col!r} (columns: {train.column_names}); set --image_column/--label_column"
-            )
-    rename = {args.image_column: "image", args.label_column: "label"}
-    train = train.rename_columns({k: v for k, v in rename.items() if k != v})
-    ev = ev.rename_columns({k: v for k, v in rename.items() if k != v}) if ev is not None else None
+        train, ev_name = ds, None
+    train = _prepare_hf(train, f"{source}[train]", args)
+    ev = None
+    if ev_name is not None:
+        ev = _prepare_hf(ds[ev_name], f"{source}[{ev_name}]", args, train.features["label"].names)
+    return train, ev
+
+
+def _load_hub(args):
+    """(train, eval or None) of a hub id / load_dataset builder --dataset, checked like a datasets dir."""
+    splits = hubdata.load_splits(args)
+    train = _prepare_hf(splits.train, splits.where(splits.train_name), args)
+    ev = None
+    if splits.eval is not None:
+        ev = _prepare_hf(splits.eval, splits.where(splits.eval_name), args, train.features["label"].names)
     return train, ev
 
 
 def load_splits(args, seed: int = 0):
     """(train, eval, label_names) as datasets with columns image (PIL) and label (int)."""
     src = args.dataset
-    if src == "demo":
+    use_hub = src not in ("demo", "sklearn-digits") and hubdata.wants_load_dataset(src, args)
+    if not use_hub:
+        hubdata.check_unused(args)
+    if use_hub:
+        train, ev = _load_hub(args)
+        train, ev, full = (None, None, train) if ev is None else (train, ev, None)
+    elif src == "demo":
         full = make_demo_dataset(args.demo_images_per_class, args.demo_image_size, seed)
         train, ev = None, None
     elif src == "sklearn-digits":
@@ -224,8 +320,9 @@ def load_splits(args, seed: int = 0):
     elif (Path(src).expanduser() / "dataset_info.json").exists() or (
         Path(src).expanduser() / "dataset_dict.json"
     ).exists():
-        full = None
         train, ev = _load_disk(Path(src).expanduser(), args)
+        # No held-out split in the dir: split off --val_fraction, as for folders (eval needs one).
+        train, ev, full = (None, None, train) if ev is None else (train, ev, None)
     else:
         root = Path(src).expanduser()
         split_dirs = [root / n for n in _EVAL_DIR_NAMES if (root / n).is_dir()] if root.is_dir() else []

@@ -39,6 +39,8 @@ def build_model(model_args, lora_args: LoraArgs, labels: list[str], output_dir=N
     With `output_dir`, a randomly initialised (tiny) base is saved there first, before LoRA wraps it.
     """
     base = build_base(model_args, labels)
+    if model_args.image_size:
+        record_image_size(base, model_args.image_size)
     if output_dir is not None:
         save_random_base(base, output_dir, model_args)
     freeze_batchnorm(base)  # conv nets (MobileNetV2): BN statistics must not drift outside the adapter
@@ -67,6 +69,40 @@ def image_settings(model_args, model) -> tuple[int, tuple, tuple]:
         except (UsageError, OSError, ValueError):
             logger.info("no image processor with %s; using ImageNet mean/std", model_args.model_name_or_path)
     return int(size), mean, std
+
+
+def build_image_processor(size: int, mean, std):
+    """A transformers image processor doing what the eval transform does (`data.build_transforms`).
+
+    Saved with the run and the export, so `pipeline("image-classification")` preprocesses as `predict`
+    does: a square bilinear resize to `size`, then scale to [0, 1] and normalise with `mean`/`std`
+    (the base's own processor would resize to its 224 px and centre-crop instead).
+    """
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": int(size), "width": int(size)},
+        resample=2,  # PIL bilinear, as torchvision's Resize on PIL images
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(mean),
+        image_std=list(std),
+    )
+
+
+def record_image_size(model, size: int) -> None:
+    """Write the trained input side into the config (MobileNetV2's still said ImageNet's 224 after 96 px).
+
+    Skipped for models with position embeddings (ViT): there `image_size` sets their shape.
+    """
+    config = model.config
+    if getattr(config, "image_size", None) in (None, size):
+        return
+    if any("position_embeddings" in name for name, _ in model.named_parameters()):
+        return
+    config.image_size = int(size)
 
 
 def read_labels(adapter_dir) -> list[str]:

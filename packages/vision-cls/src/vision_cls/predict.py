@@ -6,7 +6,7 @@ import json
 import logging
 
 from .data import build_transforms, collect_inputs, load_image
-from .model import load_trained
+from .model import build_image_processor, load_trained, record_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,19 @@ def predict(cfg, inputs: list[str]) -> int:
 
 
 def export(cfg) -> int:
-    """Merge the adapter into the base model and save a standalone safetensors model directory."""
+    """Merge the adapter into the base model and save a standalone safetensors model directory.
+
+    With the image processor of training, so `pipeline("image-classification", model=DIR)` predicts as
+    `predict` does.
+    """
     from lora_shared.modules import unfreeze_batchnorm
     from lora_shared.runs import export_merged, export_target
 
     target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
-    model, labels, _ = load_trained(cfg)
+    model, labels, (size, mean, std) = load_trained(cfg)
     unfreeze_batchnorm(model)  # the merged model must load as a stock transformers checkpoint
-    export_merged(model, target, run_dir=cfg.model.adapter_dir)
+    record_image_size(model.get_base_model(), size)
+    processor = build_image_processor(size, mean, std)
+    export_merged(model, target, processor=processor, run_dir=cfg.model.adapter_dir)
     print(f"merged model: {target}")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from lora_shared.callbacks import default_callbacks
 from lora_shared.config import log_config
 from lora_shared.errors import DataError
+from lora_shared.hfload import stage_pretrained
 from lora_shared.metrics import confusion_matrix
 from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
@@ -28,9 +29,10 @@ from lora_shared.runs import (
 )
 from lora_shared.seed import seed_everything
 
+from .card import CARD
 from .data import SeededAugment, build_transforms, collate_fn, epoch_callback, load_splits, transform_batch
 from .metrics import compute_metrics
-from .model import LABELS_FILE, build_model, image_settings, load_trained
+from .model import LABELS_FILE, build_image_processor, build_model, image_settings, load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +51,12 @@ def train(cfg) -> dict[str, float]:
     # ---- 2. Data: splits and label names (validated before any model is built)
     train_ds, eval_ds, labels = load_splits(cfg.data, seed=args.seed)
 
-    # ---- 3. Model: base + LoRA; a random (tiny) base is saved so predict can rebuild it
+    # ---- 3. Model: base + LoRA; a random (tiny) base and the image processor are saved with the run
     model = build_model(cfg.model, cfg.lora, labels, output_dir=out)
     save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
     size, mean, std = image_settings(cfg.model, model)
+    stage_pretrained(build_image_processor(size, mean, std), out)  # what pipeline() / plain users resize with
 
     # ---- 4. Transforms: augment train (seeded per sample: exact --resume), deterministic eval, lazily per batch
     augment = SeededAugment(build_transforms(size, mean, std, True), args.seed)
@@ -79,7 +82,14 @@ def train(cfg) -> dict[str, float]:
     state = full_state_dict(trainer)  # all ranks: a collective under FSDP / ZeRO-3
     pred = trainer.predict(eval_ds, metric_key_prefix="eval")
     if trainer.is_world_process_zero():
-        save_adapter(model, out, {LABELS_FILE: {"labels": labels}}, state_dict=state)
+        sizes = {"train images": len(train_ds), "eval images": len(eval_ds)}
+        save_adapter(
+            model,
+            out,
+            {LABELS_FILE: {"labels": labels}},
+            state_dict=state,
+            card={**CARD, "data_sizes": sizes},
+        )
         cm = confusion_matrix(pred.label_ids, pred.predictions.argmax(-1), len(labels))
         plot_confusion_matrix(cm, labels, out / "confusion_matrix.png", title="held-out split")
         metrics = {**result.metrics, **pred.metrics, **trainable_report(model, out).as_dict()}

@@ -49,7 +49,29 @@ class DetDataArgs:
         default="shapes",
         metadata={
             "help": "shapes (built-in generator) | COCO JSON file | dir with train.json + val.json | "
-            "datasets dir (save_to_disk) with image + objects{bbox, category}."
+            "datasets dir (save_to_disk), hub dataset id (user/name) or imagefolder --data_dir DIR "
+            "(metadata.jsonl) with image + objects{bbox, category}."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of --dataset imagefolder: images + metadata.jsonl (file_name, objects)."},
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Files of a load_dataset builder --dataset (parquet): PATH or SPLIT=PATH."},
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
+    )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
+            "if there is one, else --val_fraction."
         },
     )
     eval_dataset: str | None = field(

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from lora_shared import hubdata
 from lora_shared.errors import DataError
 from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join, to_rgb
 from lora_shared.jsonfile import read_json
@@ -503,6 +504,20 @@ def _load_disk(path: Path, args):
     return train, categories, ev, ev_cats
 
 
+def _load_hub(args):
+    """(train, categories, eval or None, eval categories, eval name) of a hub id / load_dataset builder
+    --dataset, each row checked like a datasets dir's."""
+    splits = hubdata.load_splits(args)
+    records, categories = _read_hf_dataset(splits.train, splits.where(splits.train_name), args.fix_boxes)
+    train = _records_dataset(records, splits.train)
+    ev, ev_cats, ev_where = None, None, None
+    if splits.eval is not None:
+        ev_where = splits.where(splits.eval_name)
+        ev_records, ev_cats = _read_hf_dataset(splits.eval, ev_where, args.fix_boxes, categories)
+        ev = _records_dataset(ev_records, splits.eval)
+    return train, categories, ev, ev_cats, ev_where
+
+
 def _load_any(source: str, args):
     """(dataset, categories) of one COCO JSON file or datasets dir."""
     p = Path(source).expanduser()
@@ -541,9 +556,14 @@ def load_splits(args, seed: int = 42):
     split), a dir with train.json and val.json, or a datasets dir (train/validation splits).
     """
     src = args.dataset
+    use_hub = src != "shapes" and hubdata.wants_load_dataset(src, args)
+    if not use_hub:
+        hubdata.check_unused(args)
     path = shapes_dir(args) if src == "shapes" else Path(src).expanduser()
     ev, ev_cats, ev_where = None, None, None
-    if path.is_dir() and (path / "train.json").is_file():
+    if use_hub:
+        train, cats, ev, ev_cats, ev_where = _load_hub(args)
+    elif path.is_dir() and (path / "train.json").is_file():
         records, cats = read_coco(path / "train.json", args.image_root, args.fix_boxes)
         train = _records_dataset(records)
         ev_json = next((path / n for n in _EVAL_JSON_NAMES if (path / n).is_file()), None)
@@ -559,7 +579,7 @@ def load_splits(args, seed: int = 42):
     else:
         raise DataError(
             f"{src}: not found (expected shapes, a COCO .json file, a dir with train.json + val.json, "
-            "or a datasets dir)"
+            "a datasets dir, a hub dataset id or imagefolder --data_dir DIR)"
         )
     if args.eval_dataset:
         ev, ev_cats = _load_any(args.eval_dataset, args)

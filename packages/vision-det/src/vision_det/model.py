@@ -58,7 +58,7 @@ def build_backbone_config(model_args):
     if not (path / "config.json").is_file():
         raise UsageError(
             f"backbone {name!r}: not resnet, mobilenet_v2 or a local MobileNetV2 model dir "
-            "(run `make models` for mobilenet_v2-imagenet)"
+            "(run `loraworks-models` (or `make models`) for mobilenet_v2-imagenet)"
         )
     cfg = json.loads((path / "config.json").read_text())
     if cfg.get("model_type") != "mobilenet_v2":

@@ -25,6 +25,7 @@ from lora_shared.runs import (
 )
 from lora_shared.seed import seed_everything
 
+from .card import CARD
 from .data import align_categories, build_transforms, collate_fn, load_splits, transform_batch
 from .metrics import CocoMetrics, format_table, preprocess_logits_for_metrics
 from .model import LABELS_FILE, build_model, build_processor, load_trained
@@ -79,7 +80,11 @@ def train(cfg) -> dict[str, float]:
     pred = trainer.predict(eval_ds, metric_key_prefix="eval")
     if trainer.is_world_process_zero():
         save_adapter(
-            model, out, {LABELS_FILE: {"labels": labels, "categories": categories}}, state_dict=state
+            model,
+            out,
+            {LABELS_FILE: {"labels": labels, "categories": categories}},
+            state_dict=state,
+            card={**CARD, "data_sizes": {"train images": len(train_ds), "eval images": len(eval_ds)}},
         )
         metrics = {**result.metrics, **pred.metrics, **trainable_report(model, out).as_dict()}
         write_metrics(out, metrics)

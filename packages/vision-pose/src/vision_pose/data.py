@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lora_shared import hubdata
 from lora_shared.errors import DataError, UsageError
 from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join
 from lora_shared.jsonfile import read_json
@@ -355,6 +356,14 @@ def load_splits(args, seed: int = 0) -> tuple[PoseSplit, PoseSplit]:
                 ev = load_coco(p / "val.json", args.image_dir)
         elif p.is_file():
             train = load_coco(p, args.image_dir)
+        elif hubdata.wants_load_dataset(src):
+            # Hub keypoint sets share no column layout (COCO-style or not, visibility or not), so there is
+            # nothing to map them onto reliably: say what to bring instead of "not found".
+            raise UsageError(
+                f"--dataset {src}: vision-pose reads COCO keypoints files, not hub / load_dataset datasets "
+                "(their keypoint layouts differ); export the data as a COCO keypoints .json (+ images) and "
+                "pass that file or its folder"
+            )
         else:
             raise DataError(
                 f"{src}: not found (expected figures, a COCO keypoints .json or a dir with train.json)"

@@ -25,6 +25,7 @@ from lora_shared.runs import (
 )
 from lora_shared.seed import seed_everything
 
+from .card import CARD
 from .data import PoseDataset, collate_fn, default_sigmas, load_splits
 from .metrics import compute_metrics, decode_for_metrics
 from .model import KEYPOINTS_FILE, build_model, crop_settings, load_trained
@@ -124,7 +125,8 @@ def train(cfg) -> dict[str, float]:
         "heatmap_height": eval_st.heatmap_height,
         "heatmap_width": eval_st.heatmap_width,
     }
-    save_adapter(model, out, {KEYPOINTS_FILE: info}, state_dict=state)
+    sizes = {"train people": len(train_ds), "eval people": len(eval_ds)}
+    save_adapter(model, out, {KEYPOINTS_FILE: info}, state_dict=state, card={**CARD, "data_sizes": sizes})
     ev, results, preds = score_split(
         model,
         eval_split,

@@ -1,0 +1,30 @@
+"""This app's part of the model card (`lora_shared.cards`): the hub task and plain transformers/peft usage."""
+
+CARD = {
+    "app": "vision-cls",
+    "pipeline_tag": "image-classification",
+    "task": "Image classification: LoRA on the backbone, a new classification head trained in full",
+    "usage": """
+import json
+
+from PIL import Image
+from peft import PeftModel
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+run = "{RUN}"
+labels = json.load(open(f"{run}/labels.json"))["labels"]
+base = AutoModelForImageClassification.from_pretrained(
+    "{BASE}", num_labels=len(labels), id2label=dict(enumerate(labels)), ignore_mismatched_sizes=True
+)
+model = PeftModel.from_pretrained(base, run).eval()  # LoRA weights + the trained head
+processor = AutoImageProcessor.from_pretrained(run)  # the size and normalisation used in training
+logits = model(**processor(Image.open("photo.jpg").convert("RGB"), return_tensors="pt")).logits
+print(labels[logits.argmax(-1).item()])
+""",
+    "usage_merged": """
+from transformers import pipeline
+
+classify = pipeline("image-classification", model="{RUN}")
+print(classify("photo.jpg", top_k=3))
+""",
+}
