@@ -160,3 +160,42 @@ def test_supervised_logits_only_keep_the_loss_and_gradients(tokenizer, packing):
     torch.testing.assert_close(loss, full_loss, atol=1e-5, rtol=0)
     for name, g in full_grads.items():
         torch.testing.assert_close(grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_inference_loads_with_the_runs_trust_remote_code(monkeypatch, trusted):
+    """chat/eval/compare/serve/export load through load_for_cfg: a run trained with --trust_remote_code
+    loads its tokenizer and base with it (and only then)."""
+    from types import SimpleNamespace
+
+    from llm_chat import model as M
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_from_pretrained(loader, name, **kw):
+        seen.append(("tokenizer", kw.get("trust_remote_code")))
+        return object()
+
+    def fake_build_base(margs, tokenizer, for_training):
+        seen.append(("model", margs.trust_remote_code))
+        raise Stop
+
+    monkeypatch.setattr(M, "from_pretrained", fake_from_pretrained)
+    monkeypatch.setattr(M, "prepare_tokenizer", lambda tok, path, source: tok)
+    monkeypatch.setattr(M, "build_base", fake_build_base)
+    model_args = SimpleNamespace(
+        model_type=None,
+        adapter_dir=None,
+        model_name_or_path="some/remote-code-model",
+        torch_dtype="float32",
+        attn_implementation="sdpa",
+        revision="main",
+        trust_remote_code=trusted,
+    )
+    cfg = SimpleNamespace(model=model_args, train=SimpleNamespace(chat_template_path=None))
+    with pytest.raises(Stop):
+        M.load_for_cfg(cfg)
+    assert seen == [("tokenizer", trusted), ("model", trusted)]

@@ -306,8 +306,12 @@ def load_for_inference(
     attn_implementation: str = "sdpa",
     revision: str = "main",
     device=None,
+    trust_remote_code: bool = False,
 ):
     """(model, tokenizer) ready to generate: `base_model` plus zero or more LoRA adapters.
+
+    `trust_remote_code` as the run was trained with (its resolved config carries it): a remote-code base
+    that trained must also load for chat, eval, compare, serve and export.
 
     Args:
         base_model: hub id, local dir or offline model name (a tiny run's `<run>/base_model`).
@@ -336,14 +340,17 @@ def load_for_inference(
     adapters = [find_adapter_dir(d) for d in adapter_dirs]
     tok_source = next((str(d) for d in adapters if _has_tokenizer(d)), base_model)
     tokenizer = from_pretrained(
-        AutoTokenizer, tok_source, revision=revision if tok_source == base_model else "main"
+        AutoTokenizer,
+        tok_source,
+        revision=revision if tok_source == base_model else "main",
+        trust_remote_code=trust_remote_code,
     )
     tokenizer = prepare_tokenizer(tokenizer, chat_template_path, tok_source)
     margs = SimpleNamespace(
         model_type=None,
         model_name_or_path=base_model,
         revision=revision,
-        trust_remote_code=False,
+        trust_remote_code=trust_remote_code,
         load_in_4bit=False,
         torch_dtype=inference_dtype(torch_dtype, device),
         attn_implementation=attn_implementation,
@@ -436,4 +443,5 @@ def load_for_cfg(cfg, extra_adapters: Sequence[str] = (), *, require_adapter: bo
         torch_dtype=cfg.model.torch_dtype,
         attn_implementation=cfg.model.attn_implementation,
         revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
     )
