@@ -23,8 +23,8 @@ test: ## fast offline test suite, all packages (slow/gpu deselected)
 test-slow: ## the slow tests (real weights via `make models`, long runs)
 	$(UV) pytest -m slow
 
-test-gpu: ## tests that need CUDA
-	$(UV) pytest -m gpu
+test-gpu: ## tests that need CUDA (tests/test_gpu.py; skipped with the reason when there is none)
+	$(UV) pytest -m gpu -rs
 
 test-lora-shared: ## lora-shared's tests in its own isolated env (.venv-lora-shared)
 	UV_PROJECT_ENVIRONMENT=.venv-lora-shared uv sync --frozen --package lora-shared --group dev

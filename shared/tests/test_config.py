@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 from lora_shared.config import (
     LoraArgs,
+    TrainDefaults,
     TrainExtras,
     load_yaml,
     parse_config,
@@ -267,3 +268,21 @@ def test_pickle_only_base_model_dir_is_refused_at_config_time(tmp_path):
         validate_args(groups, "predict")
     # model_type builds a random model: model_name_or_path is not read, nothing to refuse.
     validate_args((ModelArgs(model_name_or_path=str(base), model_type="vit"), *_parsed(tmp_path)), "train")
+
+
+def test_train_defaults_are_the_common_training_defaults_and_an_app_can_change_one(tmp_path):
+    import dataclasses
+
+    @dataclass
+    class AppTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
+        logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+
+    (train,) = parse_config((AppTrainingArguments,), ["--output_dir", str(tmp_path)])
+    assert (train.eval_strategy, train.save_strategy, train.save_total_limit) == ("epoch", "epoch", 2)
+    assert train.logging_steps == 5  # the app's own default wins over the shared one
+    (shared,) = parse_config((TrainDefaults,), [])
+    assert shared.logging_steps == 10
+    fields = {f.name: f for f in dataclasses.fields(AppTrainingArguments)}
+    assert fields["save_total_limit"].metadata["help"] == "Keep at most N checkpoints."  # the one-line --help
+    names = list(fields)
+    assert names.index("eval_strategy") < names.index("resume")  # re-defaulted: TrainingArguments' place kept

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from lora_shared.errors import DataError
-from lora_shared.images import check_coco_size, check_image, open_image, upright
+from lora_shared.images import check_coco_size, check_image, collect_inputs, open_image, upright
 from PIL import Image
 
 
@@ -75,3 +75,28 @@ def test_coco_size_that_matches_nothing_asks_to_fix_width_height(tmp_path):
     Image.new("RGB", (40, 30)).save(plain)
     with pytest.raises(DataError, match=r"says 41x30 but the file is 40x30; fix width/height \(keypoints"):
         check_coco_size("x.json: images[0]", plain, (41, 30), (40, 30), "keypoints")
+
+
+def test_collect_inputs_expands_directories_sorted_and_keeps_files_as_given(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for rel in ("b.png", "a.JPG", "sub/c.webp", "notes.txt"):
+        (d / rel).write_bytes(b"x")
+    single = tmp_path / "people.json"  # a file is taken as given, whatever its suffix (pose reads COCO .json)
+    single.write_text("{}")
+    got = collect_inputs([str(single), str(d)])
+    assert got == [single, d / "a.JPG", d / "b.png", d / "sub" / "c.webp"]
+
+
+def test_collect_inputs_errors_name_the_path_and_what_predict_takes(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no images in this directory$"):
+        collect_inputs([str(tmp_path / "empty")])
+    with pytest.raises(DataError, match=r"missing\.png: file not found$"):
+        collect_inputs([str(tmp_path / "missing.png")])
+    with pytest.raises(DataError, match=r"^predict needs at least one image file or directory$"):
+        collect_inputs([])
+    with pytest.raises(
+        DataError, match=r"^predict needs at least one image, directory or COCO keypoints \.json$"
+    ):
+        collect_inputs([], "image, directory or COCO keypoints .json")

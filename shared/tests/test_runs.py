@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from lora_shared.config import LoraArgs
@@ -8,6 +10,7 @@ from lora_shared.runs import (
     full_state_dict,
     last_complete_checkpoint,
     load_adapter,
+    read_labels,
     resolve_resume,
     save_adapter,
 )
@@ -132,3 +135,17 @@ def test_unreachable_hub_is_detected_fast(monkeypatch):
         assert hub_reachable() is False
     finally:
         hub_reachable.cache_clear()
+
+
+def test_read_labels_reads_the_run_or_its_adapter_dir_and_names_the_app_when_missing(tmp_path):
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(adapter / "adapter_model.safetensors"))
+    with pytest.raises(UsageError, match=r"adapter/labels\.json missing: not a vision-det run directory$"):
+        read_labels(tmp_path / "run", "vision-det")
+    (adapter / "labels.json").write_text(
+        json.dumps({"labels": ["猫", "dog"]}, ensure_ascii=False), encoding="utf-8"
+    )
+    assert read_labels(tmp_path / "run", "vision-det") == ["猫", "dog"]  # UTF-8 whatever the locale
+    assert read_labels(adapter, "text-classifier") == ["猫", "dog"]

@@ -65,19 +65,3 @@ def test_mobilenet_input_must_fit_its_stride():
     model = _model(args, ["expand_1x1.convolution"])
     with pytest.raises(UsageError, match="multiples of 32"):
         crop_settings(args, PoseDataArgs(), model.get_base_model(), ["a"] * 5, False)
-
-
-def test_auto_threads_drop_to_one_when_oversubscribed(monkeypatch):
-    from lora_shared.models import set_cpu_threads
-
-    before = torch.get_num_threads()
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr("os.getloadavg", lambda: (100.0, 100.0, 100.0))
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    try:
-        set_cpu_threads(0)
-        assert torch.get_num_threads() == 1
-        set_cpu_threads(2)  # an explicit count wins
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

@@ -535,6 +535,20 @@ def log_config(configs) -> None:
 
 
 @dataclass
+class TrainDefaults:
+    """TrainingArguments defaults every app changes the same way: evaluate and checkpoint once per epoch
+    (so early stopping and --resume have something to use), keep 2 checkpoints, log every 10 steps.
+
+    Mix in after TrainExtras and before TrainingArguments; an app re-defines a field only to change it again.
+    """
+
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
+
+
+@dataclass
 class TrainExtras:
     """Fields every app's TrainingArguments subclass mixes in (TrainingArguments has no equivalent)."""
 

@@ -4,6 +4,7 @@ the run really used (its real input size, normalisation and max length), not the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .runs import stage_dir
 
@@ -14,3 +15,17 @@ def stage_pretrained(obj, output_dir: str | os.PathLike) -> None:
         stage = stage_dir(output_dir)
         stage.mkdir(parents=True, exist_ok=True)
         obj.save_pretrained(stage)
+
+
+def name_published_base(model, model_args, output_dir: str | os.PathLike) -> None:
+    """Point `model.name_or_path` at where a tiny run's random base lies once the run is published.
+
+    peft copies it into adapter_config.json (`base_model_name_or_path`), which
+    `AutoPeftModel*.from_pretrained(run)` loads. `save_random_base` saved the base into the stage, which is
+    renamed away at publish, so the path names `<run>/base_model` instead; absolute, because a relative
+    path would be read against the caller's cwd, not the run dir. Pretrained bases keep their own name.
+    """
+    name = str(model_args.model_name_or_path or "")
+    staged = str(stage_dir(output_dir).resolve())
+    if name == staged or name.startswith(staged + os.sep):
+        model.name_or_path = str(Path(output_dir).resolve()) + name[len(staged) :]

@@ -131,3 +131,30 @@ def check_coco_size(where: str, path: str | os.PathLike, declared, size: tuple[i
         f"{where}: the JSON says {w}x{h} but the file is {size[0]}x{size[1]}{shown}; fix width/height "
         f"({what} are in the pixel coordinates of the image as shown)"
     )
+
+
+def collect_inputs(inputs: list[str], what: str = "image file or directory") -> list[Path]:
+    """Expand predict inputs: files as given, directories to the images inside them (sorted, recursive).
+
+    Args:
+        inputs: paths from the command line.
+        what: what the app's predict accepts, for the error when `inputs` is empty.
+
+    Returns:
+        The paths, in the order given; raises DataError on a missing path or an image-less directory.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise DataError(f"{p}: no images in this directory")
+            paths += found
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(f"{p}: file not found")
+    if not paths:
+        raise DataError(f"predict needs at least one {what}")
+    return paths

@@ -32,6 +32,7 @@ _REPLACING = "replacing"  # in the stage: this run replaces an earlier one (its 
 FINISHED_RUN_FILES = (ADAPTER_WEIGHTS, "metrics.json")  # written only by a train() that got to the end
 _MERGED_METRICS = ("metrics.json", "eval_metrics.json")  # write_metrics merges into these: old keys must go
 EXPORT_MANIFEST = "loraworks_export.json"  # marks a dir written by export: the only kind export replaces
+LABELS_FILE = "labels.json"  # {"labels": [class names in id order]}, next to a classifier/detector adapter
 
 
 def load_base_model(auto_cls, model_args, **kwargs):
@@ -403,6 +404,19 @@ def find_adapter_dir(path: str | os.PathLike) -> Path:
                 )
             return cand
     raise UsageError(f"{p}: no adapter_config.json here; pass the output_dir of a finished `train` run")
+
+
+def read_labels(adapter_dir: str | os.PathLike, app: str) -> list[str]:
+    """The class names (in id order) that `train` saved next to the adapter as LABELS_FILE.
+
+    Args:
+        adapter_dir: a run directory or its adapter directory.
+        app: the app whose runs hold the file, named in the error for a directory without it.
+    """
+    path = find_adapter_dir(adapter_dir) / LABELS_FILE
+    if not path.is_file():
+        raise UsageError(f"{path} missing: not a {app} run directory")
+    return json.loads(path.read_text(encoding="utf-8"))["labels"]
 
 
 def check_adapter_dir(path: str | os.PathLike) -> Path:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
 from transformers import TrainingArguments
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -142,7 +142,7 @@ class ChatLoraArgs(LoraArgs):
 
 
 @dataclass
-class ChatTrainingArguments(TrainExtras, TrainingArguments):
+class ChatTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     """transformers.TrainingArguments plus the three SFT fields our code reads (max_length, packing,
     chat_template_path), with these changed defaults: output_dir=outputs/llm-chat, learning_rate=2e-4,
     num_train_epochs=3, per_device_train/eval_batch_size=8, eval/save per epoch, logging_steps=5,
@@ -186,10 +186,7 @@ class ChatTrainingArguments(TrainExtras, TrainingArguments):
             "help": "Chat template for a tokenizer that has none (or to replace its own): chatml | a Jinja file."
         },
     )
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
     logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep False: the collator reads our tokenised columns."}
     )

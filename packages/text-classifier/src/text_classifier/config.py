@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
 from transformers import TrainingArguments
 
 
@@ -123,7 +123,7 @@ class TextDataArgs:
 
 
 @dataclass
-class TextTrainingArguments(TrainExtras, TrainingArguments):
+class TextTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     """transformers.TrainingArguments with these changed defaults: output_dir=outputs/text-classifier,
     learning_rate=5e-4 (LoRA wants ~10x full fine-tuning), num_train_epochs=3, per_device_train_batch_size=16,
     per_device_eval_batch_size=64, eval/save per epoch, logging_steps=10, save_total_limit=2,
@@ -140,10 +140,6 @@ class TextTrainingArguments(TrainExtras, TrainingArguments):
     per_device_eval_batch_size: int = field(
         default=64, metadata={"help": "Eval / predict batch size per device, texts."}
     )
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     metric_for_best_model: str | None = field(
         default="macro_f1", metadata={"help": "Metric for early stopping / best model."}
     )

@@ -3,19 +3,18 @@ trained in-process for random tiny models) and the class-weighted loss."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
+from lora_shared.hfload import name_published_base
 from lora_shared.models import from_pretrained
 from lora_shared.peft import apply_lora
-from lora_shared.runs import load_adapter, load_base_model, save_random_base
+from lora_shared.runs import load_adapter, load_base_model, read_labels, save_random_base
 
 logger = logging.getLogger(__name__)
 
-LABELS_FILE = "labels.json"
 TOKENIZER_DIR = "tokenizer"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _DTYPES = {
@@ -140,6 +139,7 @@ def build_model(model_args, lora_args: LoraArgs, labels: list[str], tokenizer, o
     base = build_base(model_args, labels, tokenizer)
     if output_dir is not None:
         save_random_base(base, output_dir, model_args)
+        name_published_base(base, model_args, output_dir)  # what AutoPeftModel loads the base from
     # SEQ_CLS: peft also keeps the usual head names ("classifier", "score") trainable and saved.
     return apply_lora(base, lora_args, task_type="SEQ_CLS")
 
@@ -175,21 +175,11 @@ def weighted_cross_entropy(outputs, labels, num_items_in_batch=None, *, weights)
 
 
 # ---------------------------------------------------------------- reload a trained run
-def read_labels(adapter_dir) -> list[str]:
-    """Labels saved next to the adapter by `train`."""
-    from lora_shared.cli import find_adapter_dir
-
-    path = find_adapter_dir(adapter_dir) / LABELS_FILE
-    if not path.is_file():
-        raise UsageError(f"{path} missing: not a text-classifier run directory")
-    return json.loads(path.read_text(encoding="utf-8"))["labels"]
-
-
 def load_trained(cfg):
     """(model with adapter, tokenizer, labels) for eval / predict / interactive / export."""
     if not cfg.model.adapter_dir:
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
-    labels = read_labels(cfg.model.adapter_dir)
+    labels = read_labels(cfg.model.adapter_dir, "text-classifier")
     tokenizer = build_tokenizer(cfg.model)
     base = build_base(cfg.model, labels, tokenizer)
     model = load_adapter(base, Path(cfg.model.adapter_dir))

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from lora_shared.errors import UsageError
+from lora_shared.runs import LABELS_FILE
 
 from .data import read_text_file
-from .model import LABELS_FILE, for_plain_transformers, load_trained
+from .model import for_plain_transformers, load_trained
 
 logger = logging.getLogger(__name__)
 

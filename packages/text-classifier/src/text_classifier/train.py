@@ -17,6 +17,7 @@ from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
 from lora_shared.runs import (
+    LABELS_FILE,
     full_state_dict,
     prepare_output_dir,
     resolve_resume,
@@ -31,7 +32,6 @@ from .card import CARD
 from .data import build_collator, class_weights, load_splits, tokenize_dataset
 from .metrics import compute_metrics, full_report, save_confusion_png
 from .model import (
-    LABELS_FILE,
     TOKENIZER_DIR,
     build_model,
     build_tokenizer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
 from transformers import TrainingArguments
 
 
@@ -83,7 +83,7 @@ class ClsDataArgs:
 
 
 @dataclass
-class ClsTrainingArguments(TrainExtras, TrainingArguments):
+class ClsTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     """transformers.TrainingArguments with these changed defaults: output_dir=outputs/vision-cls,
     learning_rate=5e-4 (LoRA wants ~10x full fine-tuning), num_train_epochs=3, per_device_*_batch_size=16,
     eval/save/logging per epoch / 10 steps, save_total_limit=2, metric_for_best_model=accuracy,
@@ -96,10 +96,6 @@ class ClsTrainingArguments(TrainExtras, TrainingArguments):
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the training split."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Eval batch size per device."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     metric_for_best_model: str | None = field(
         default="accuracy", metadata={"help": "Metric for early stopping / best model."}
     )

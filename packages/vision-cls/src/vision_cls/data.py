@@ -13,6 +13,7 @@ import numpy as np
 from lora_shared import hubdata
 from lora_shared.errors import DataError
 from lora_shared.images import IMAGE_SUFFIXES, check_image, open_image, safe_join, to_rgb, upright
+from lora_shared.seed import SeededAugment
 
 logger = logging.getLogger(__name__)
 
@@ -395,41 +396,6 @@ def build_transforms(image_size: int, mean, std, train: bool):
     return v2.Compose([v2.Resize((image_size, image_size), antialias=True), *tail])
 
 
-class SeededAugment:
-    """Train augmentation drawn from an RNG seeded per (seed, epoch, sample), not from the global RNG.
-
-    Why: the Trainer fetches the next batch before it saves a checkpoint, so augmentation drawn from
-    the global RNG is replayed differently after `--resume` and the resumed run drifts from an
-    uninterrupted one. Seeded per sample, `--resume` is exact and the draws do not depend on how many
-    dataloader workers run. `epoch` is kept current by `EpochCallback`.
-    """
-
-    def __init__(self, transform, seed: int):
-        self.transform, self.seed, self.epoch = transform, seed, 0
-
-    def __call__(self, img, idx: int):
-        import torch
-
-        with torch.random.fork_rng(devices=[]):  # the global RNG (dropout, sampler) is left untouched
-            # The CPU generator only: torch.manual_seed also seeds every accelerator backend, ~0.3 ms a call
-            # here (4 ms of a 15 ms tiny step at batch 16, found by `make bench`); the transforms run on CPU.
-            torch.default_generator.manual_seed(
-                ((self.seed * 1_000_003 + self.epoch) * 1_000_003 + idx) % 2**63
-            )
-            return self.transform(img)
-
-
-def epoch_callback(augment: SeededAugment):
-    """A TrainerCallback that tells `augment` which epoch is running (also right after --resume)."""
-    from transformers import TrainerCallback
-
-    class EpochCallback(TrainerCallback):
-        def on_epoch_begin(self, args, state, control, **kw):
-            augment.epoch = int(state.epoch or 0)
-
-    return EpochCallback()
-
-
 def transform_batch(batch, transform):
     """datasets `with_transform` hook: PIL images -> pixel_values, label -> labels.
 
@@ -453,25 +419,6 @@ def collate_fn(batch):
     if "labels" in batch[0]:
         out["labels"] = torch.tensor([b["labels"] for b in batch], dtype=torch.long)
     return out
-
-
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Expand predict inputs: image files as given, directories to the images inside them (sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{p}: no images in this directory")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise DataError(f"{p}: file not found")
-    if not paths:
-        raise DataError("predict needs at least one image file or directory")
-    return paths
 
 
 def load_image(path: Path):

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from lora_shared.config import LoraArgs
+from lora_shared.hfload import name_published_base
 from lora_shared.models import from_pretrained
 from lora_shared.modules import freeze_batchnorm
 from lora_shared.peft import apply_lora
-from lora_shared.runs import load_adapter, load_base_model, save_random_base
+from lora_shared.runs import load_adapter, load_base_model, read_labels, save_random_base
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-LABELS_FILE = "labels.json"
 
 
 def build_base(model_args, labels: list[str]):
@@ -43,6 +42,7 @@ def build_model(model_args, lora_args: LoraArgs, labels: list[str], output_dir=N
         record_image_size(base, model_args.image_size)
     if output_dir is not None:
         save_random_base(base, output_dir, model_args)
+        name_published_base(base, model_args, output_dir)  # what AutoPeftModel loads the base from
     freeze_batchnorm(base)  # conv nets (MobileNetV2): BN statistics must not drift outside the adapter
     return apply_lora(base, lora_args)
 
@@ -105,24 +105,13 @@ def record_image_size(model, size: int) -> None:
     config.image_size = int(size)
 
 
-def read_labels(adapter_dir) -> list[str]:
-    """Labels saved next to the adapter by `train`."""
-    from lora_shared.cli import find_adapter_dir
-    from lora_shared.errors import UsageError
-
-    path = find_adapter_dir(adapter_dir) / LABELS_FILE
-    if not path.is_file():
-        raise UsageError(f"{path} missing: not a vision-cls run directory")
-    return json.loads(path.read_text())["labels"]
-
-
 def load_trained(cfg):
     """(model with adapter, labels, (size, mean, std)) for eval / predict / export."""
     from lora_shared.errors import UsageError
 
     if not cfg.model.adapter_dir:
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
-    labels = read_labels(cfg.model.adapter_dir)
+    labels = read_labels(cfg.model.adapter_dir, "vision-cls")
     base = build_base(cfg.model, labels)
     freeze_batchnorm(base)  # as in training
     model = load_adapter(base, Path(cfg.model.adapter_dir))

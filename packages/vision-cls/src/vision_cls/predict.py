@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from .data import build_transforms, collect_inputs, load_image
+from lora_shared.images import collect_inputs
+
+from .data import build_transforms, load_image
 from .model import build_image_processor, load_trained, record_image_size
 
 logger = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from lora_shared.peft import trainable_report
 from lora_shared.plots import plot_confusion_matrix
 from lora_shared.reports import print_metrics
 from lora_shared.runs import (
+    LABELS_FILE,
     full_state_dict,
     prepare_output_dir,
     resolve_resume,
@@ -27,12 +28,12 @@ from lora_shared.runs import (
     save_run_config,
     write_metrics,
 )
-from lora_shared.seed import seed_everything
+from lora_shared.seed import SeededAugment, epoch_callback, seed_everything
 
 from .card import CARD
-from .data import SeededAugment, build_transforms, collate_fn, epoch_callback, load_splits, transform_batch
+from .data import build_transforms, collate_fn, load_splits, transform_batch
 from .metrics import compute_metrics
-from .model import LABELS_FILE, build_image_processor, build_model, image_settings, load_trained
+from .model import build_image_processor, build_model, image_settings, load_trained
 
 logger = logging.getLogger(__name__)
 

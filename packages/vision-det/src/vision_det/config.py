@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
 from transformers import TrainingArguments
 
 
@@ -128,7 +128,7 @@ class DetDataArgs:
 
 
 @dataclass
-class DetTrainingArguments(TrainExtras, TrainingArguments):
+class DetTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     """transformers.TrainingArguments with these changed defaults: output_dir=outputs/vision-det,
     learning_rate=1e-4 and weight_decay=1e-4 (DETR's recipe), max_grad_norm=0.1 (DETR clips at 0.1),
     num_train_epochs=20, per_device_*_batch_size=8, eval/save per epoch, logging_steps=10,
@@ -146,10 +146,6 @@ class DetTrainingArguments(TrainExtras, TrainingArguments):
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs over the training split."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Eval batch size per device."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     metric_for_best_model: str | None = field(
         default="AP50", metadata={"help": "Metric for early stopping / best model (AP, AP50, loss, ...)."}
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from lora_shared import hubdata
 from lora_shared.errors import DataError
-from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join, to_rgb
+from lora_shared.images import check_coco_size, open_image, safe_join, to_rgb
 from lora_shared.jsonfile import read_json
 
 logger = logging.getLogger(__name__)
@@ -722,25 +722,6 @@ def collate_fn(batch):
 
 
 # ---------------------------------------------------------------- predict inputs
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Expand predict inputs: image files as given, directories to the images inside them (sorted)."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{p}: no images in this directory")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise DataError(f"{p}: file not found")
-    if not paths:
-        raise DataError("predict needs at least one image file or directory")
-    return paths
-
-
 def load_image(path: Path):
     """Decode one image for prediction, upright (EXIF orientation applied; clear error on a bad file)."""
     return open_image(path)

@@ -11,14 +11,13 @@ from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
 from lora_shared.models import build_config, from_pretrained, parse_overrides, resolve_model_path
 from lora_shared.peft import apply_lora
-from lora_shared.runs import load_adapter, load_base_model, save_random_base
+from lora_shared.runs import load_adapter, load_base_model, read_labels, save_random_base
 
 from . import backbone as _backbone  # noqa: F401  registers the MobileNetV2 backbone with the Auto classes
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-LABELS_FILE = "labels.json"
 DEFAULT_IMAGE_SIZE = 512  # random-init detectors have no processor to say; DETR papers use 800
 
 
@@ -224,21 +223,11 @@ def build_processor(model_args):
     return proc
 
 
-def read_labels(adapter_dir) -> list[str]:
-    """Labels saved next to the adapter by `train`."""
-    from lora_shared.cli import find_adapter_dir
-
-    path = find_adapter_dir(adapter_dir) / LABELS_FILE
-    if not path.is_file():
-        raise UsageError(f"{path} missing: not a vision-det run directory")
-    return json.loads(path.read_text())["labels"]
-
-
 def load_trained(cfg):
     """(model with adapter, labels, processor) for eval / predict / export."""
     if not cfg.model.adapter_dir:
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
-    labels = read_labels(cfg.model.adapter_dir)
+    labels = read_labels(cfg.model.adapter_dir, "vision-det")
     base = build_base(cfg.model, labels)
     model = load_adapter(base, Path(cfg.model.adapter_dir))
     return model, labels, build_processor(cfg.model)

@@ -7,7 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from .data import collect_inputs, load_image
+from lora_shared.images import collect_inputs
+
+from .data import load_image
 from .metrics import outputs_to_detections
 from .model import load_trained
 

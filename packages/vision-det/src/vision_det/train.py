@@ -16,6 +16,7 @@ from lora_shared.models import set_cpu_threads
 from lora_shared.peft import trainable_report
 from lora_shared.reports import print_metrics
 from lora_shared.runs import (
+    LABELS_FILE,
     full_state_dict,
     prepare_output_dir,
     resolve_resume,
@@ -28,7 +29,7 @@ from lora_shared.seed import seed_everything
 from .card import CARD
 from .data import align_categories, build_transforms, collate_fn, load_splits, transform_batch
 from .metrics import CocoMetrics, format_table, preprocess_logits_for_metrics
-from .model import LABELS_FILE, build_model, build_processor, load_trained
+from .model import build_model, build_processor, load_trained
 
 logger = logging.getLogger(__name__)
 

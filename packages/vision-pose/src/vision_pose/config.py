@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lora_shared.config import LoraArgs, ModelArgs, TrainExtras
+from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
 from transformers import TrainingArguments
 
 
@@ -87,7 +87,7 @@ class PoseDataArgs:
 
 
 @dataclass
-class PoseTrainingArguments(TrainExtras, TrainingArguments):
+class PoseTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     """transformers.TrainingArguments with these changed defaults: output_dir=outputs/vision-pose,
     learning_rate=1e-3 (LoRA + a fresh head), num_train_epochs=10, per_device_*_batch_size=32,
     eval/save per epoch, logging every 10 steps, save_total_limit=2, metric_for_best_model=pck@0.1,
@@ -100,10 +100,6 @@ class PoseTrainingArguments(TrainExtras, TrainingArguments):
     num_train_epochs: float = field(default=10.0, metadata={"help": "Epochs over the training people."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Train batch size per device."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Eval batch size per device."})
-    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no | steps | epoch."})
-    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no | steps | epoch."})
-    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     metric_for_best_model: str | None = field(
         default="pck@0.1", metadata={"help": "Metric for early stopping / best model."}
     )

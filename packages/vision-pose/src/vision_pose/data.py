@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from lora_shared import hubdata
 from lora_shared.errors import DataError, UsageError
-from lora_shared.images import IMAGE_SUFFIXES, check_coco_size, open_image, safe_join
+from lora_shared.images import check_coco_size, open_image, safe_join
 from lora_shared.jsonfile import read_json
+from lora_shared.seed import SampleSeeds
 
 from .figures import make_figures
 
@@ -528,7 +529,9 @@ class PoseDataset:
     ):
         self.split, self.settings, self.train = split, settings, train
         self.people = split.people[:max_samples] if max_samples else split.people
-        self._rng = random.Random(seed)
+        # Augmentation drawn per (seed, epoch, person), so `--resume` replays it exactly (as vision-cls's);
+        # train() keeps `seeds.epoch` current with lora_shared.seed.epoch_callback.
+        self.seeds = SampleSeeds(seed)
         self._cache: dict[int, object] = {}
 
     def __len__(self) -> int:
@@ -546,7 +549,9 @@ class PoseDataset:
 
     def __getitem__(self, i: int) -> dict:
         ann = self.people[i]
-        s = make_sample(self._image(ann["image_id"]), ann, self.settings, self._rng if self.train else None)
+        s = make_sample(
+            self._image(ann["image_id"]), ann, self.settings, self.seeds.rng(i) if self.train else None
+        )
         s.pop("matrix")
         return s
 
@@ -561,26 +566,7 @@ def collate_fn(batch: list[dict]) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- predict inputs / make-data
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Expand predict inputs: images and COCO .json files as given, directories to the images inside."""
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DataError(f"{p}: no images in this directory")
-            paths += found
-        elif p.exists():
-            paths.append(p)
-        else:
-            raise DataError(f"{p}: file not found")
-    if not paths:
-        raise DataError("predict needs at least one image, directory or COCO keypoints .json")
-    return paths
-
-
+# ---------------------------------------------------------------- make-data
 def make_data(cfg) -> int:
     """`make-data`: write the built-in figures as COCO keypoints (train.json, val.json, images/*/*.png)."""
     import io

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 from lora_shared.errors import DataError, UsageError
+from lora_shared.images import collect_inputs
 
-from .data import PoseSplit, Schema, collect_inputs, heatmap_to_image, load_coco, make_sample
+from .data import PoseSplit, Schema, heatmap_to_image, load_coco, make_sample
 from .heatmaps import decode_heatmaps
 from .metrics import keypoint_metrics, oks_ap
 from .model import load_trained
@@ -228,7 +229,7 @@ def predict(cfg, inputs: list[str]) -> int:
 
     if not cfg.model.adapter_dir:
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
-    paths = collect_inputs(inputs)
+    paths = collect_inputs(inputs, "image, directory or COCO keypoints .json")
     # The run's schema (a small JSON) is enough to read the inputs and plan the outputs: both are checked
     # before the model is built.
     split = _inputs_as_split(

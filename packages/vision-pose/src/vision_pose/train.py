@@ -23,7 +23,7 @@ from lora_shared.runs import (
     save_run_config,
     write_metrics,
 )
-from lora_shared.seed import seed_everything
+from lora_shared.seed import epoch_callback, seed_everything
 
 from .card import CARD
 from .data import PoseDataset, collate_fn, default_sigmas, load_splits
@@ -95,7 +95,7 @@ def train(cfg) -> dict[str, float]:
         [(schema.names[i], schema.names[j]) for i, j in enumerate(train_st.flip_perm) if i < j],
     )
 
-    # ---- 4. Datasets: augmented person crops for training, plain crops for eval
+    # ---- 4. Datasets: augmented person crops for training (seeded per person: exact --resume), plain for eval
     train_ds = PoseDataset(train_split, train_st, True, cfg.data.max_train_samples, seed=args.seed)
     eval_ds = PoseDataset(eval_split, eval_st, False, cfg.data.max_eval_samples)
 
@@ -110,7 +110,7 @@ def train(cfg) -> dict[str, float]:
         preprocess_logits_for_metrics=partial(
             decode_for_metrics, method=cfg.model.decode, sigma=cfg.model.heatmap_sigma
         ),
-        callbacks=default_callbacks(args),
+        callbacks=[*default_callbacks(args), epoch_callback(train_ds.seeds)],
     )
 
     # ---- 6. Run: train (resuming if asked), score held-out people in image space, save adapter + reports

@@ -7,8 +7,9 @@ Import arrows point one way: schema <- engine <- api <- ui <- server (this modul
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
+
+from lora_shared.models import tune_cpu_threads
 
 from ..config import ChatPredictArgs, ServeArgs, get_group
 from .api import create_app
@@ -41,21 +42,6 @@ def base_model_id(model_args) -> str:
     if p.name == "base_model" and p.parent.name:
         return f"{p.parent.name}-base"
     return p.name or "base"
-
-
-def tune_cpu_threads(model, small_params: int = 50_000_000) -> None:
-    """On CPU, run a small model on one intra-op thread unless OMP_NUM_THREADS says otherwise.
-
-    Measured on the contended 2-core dev box: a 2-layer tiny model decodes ~10x slower with two threads
-    than with one (thread hand-offs dwarf the math); bigger models keep torch's default.
-    """
-    import torch
-
-    device = next(model.parameters()).device
-    n = sum(p.numel() for p in model.parameters())
-    if device.type == "cpu" and n < small_params and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
-        logger.info("small model on CPU (%.1fM params): 1 torch thread", n / 1e6)
 
 
 def warn_if_exposed(host: str, api_key: str | None) -> None:
