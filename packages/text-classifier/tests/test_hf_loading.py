@@ -11,25 +11,8 @@ import os
 import subprocess
 import sys
 
+from lora_shared.testing import BLOCK_LORAWORKS
 from text_classifier.cli import main
-
-# Prepended to every plain-loading script: loraworks packages cannot be imported, and we prove it.
-BLOCK_LORAWORKS = """
-import importlib.abc, sys
-BLOCKED = ("lora_shared", "vision_cls", "text_classifier")
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError("blocked for this test: " + name)
-        return None
-sys.meta_path.insert(0, _Block())
-try:
-    import lora_shared
-except ImportError:
-    pass
-else:
-    raise SystemExit("the loraworks import block did not work")
-"""
 
 PLAIN_LOAD = """
 import json, re, sys

@@ -78,3 +78,23 @@ def tiny_mlp(d: int = 8, classes: int = 3, seed: int = 0):
 
     torch.manual_seed(seed)
     return MLP()
+
+
+# Prepended to a plain-loading subprocess script (tests of issue 18): loraworks packages cannot be imported
+# there, as for a user with only torch/transformers/peft, and the script proves the block is real first.
+BLOCK_LORAWORKS = """
+import importlib.abc, sys
+BLOCKED = ("lora_shared", "vision_cls", "vision_det", "vision_pose", "text_classifier", "llm_chat")
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("blocked for this test: " + name)
+        return None
+sys.meta_path.insert(0, _Block())
+try:
+    import lora_shared
+except ImportError:
+    pass
+else:
+    raise SystemExit("the loraworks import block did not work")
+"""
