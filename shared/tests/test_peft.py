@@ -74,3 +74,56 @@ def test_adapter_size_vs_base(mlp, tmp_path):
     assert rep.adapter_mb is not None and rep.adapter_mb > 0
     assert "smaller" in str(rep)
     assert rep.as_dict()["adapter_smaller_pct"] < 100
+
+
+def _stack(n: int = 4):
+    """n identical blocks under `model.layers.<i>`, the naming peft reads layer indices from."""
+    block = lambda: torch.nn.ModuleDict({"proj": torch.nn.Linear(6, 6)})  # noqa: E731
+    layers = torch.nn.ModuleDict({"layers": torch.nn.ModuleList([block() for _ in range(n)])})
+    return torch.nn.ModuleDict({"model": layers})
+
+
+def test_lora_layers_adapts_only_the_listed_layers():
+    model = apply_lora(_stack(), LoraArgs(lora_target_modules=["proj"], lora_layers="2-3"))
+    adapted = {n.split(".")[4] for n, _ in model.named_parameters() if "lora_A" in n}
+    assert adapted == {"2", "3"}
+    assert build_lora_config(LoraArgs(lora_layers="0,2, 4-5")).layers_to_transform == [0, 2, 4, 5]
+    assert build_lora_config(LoraArgs()).layers_to_transform is None  # empty: every layer
+
+
+@pytest.mark.parametrize("spec", ["top", "3-1", "1-x", "-2"])
+def test_lora_layers_bad_spec_is_a_usage_error(spec):
+    with pytest.raises(UsageError, match="lora_layers"):
+        build_lora_config(LoraArgs(lora_layers=spec))
+
+
+def test_lora_layers_needs_named_targets():
+    with pytest.raises(UsageError, match="all-linear"):
+        build_lora_config(LoraArgs(lora_target_modules=["all-linear"], lora_layers="1"))
+
+
+def test_model_without_input_embeddings_takes_lora_and_reloads(tmp_path):
+    """D-FINE-like: a dict of tied weights and get_input_embeddings raising NotImplementedError, which
+    peft calls while injecting (on apply and on load); before the fix both raised."""
+    from lora_shared.runs import load_adapter
+
+    class NoEmbeddings(torch.nn.Module):
+        _tied_weights_keys = {"head": "body"}
+
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+        def get_input_embeddings(self):
+            raise NotImplementedError("no input embeddings")
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    torch.manual_seed(0)
+    model = apply_lora(NoEmbeddings(), LoraArgs(lora_target_modules=["body"], lora_init="gaussian"))
+    model.save_pretrained(tmp_path)
+    x = torch.randn(3, 4)
+    torch.manual_seed(0)  # the same base weights
+    reloaded = load_adapter(NoEmbeddings(), tmp_path)
+    torch.testing.assert_close(reloaded(x), model.eval()(x))

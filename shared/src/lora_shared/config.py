@@ -94,6 +94,13 @@ class LoraArgs:
         default="true",
         metadata={"help": "Adapter init: true (B=0) | gaussian | pissa | olora | loftq | eva."},
     )
+    lora_layers: str = field(
+        default="",
+        metadata={
+            "help": "Only these layer indices get LoRA, e.g. '12-23' or '0,2,4' (empty: all). Gradients then "
+            "stop at the lowest adapted layer, so upper-layer-only LoRA makes each step cheaper."
+        },
+    )
 
 
 def _all_fields(config_types) -> dict[str, type]:

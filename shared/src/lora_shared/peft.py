@@ -30,6 +30,11 @@ def build_lora_config(args: LoraArgs, task_type: str | None = None):
     # peft wants the literal string for its "every linear layer except the head" shortcut.
     target_modules = "all-linear" if targets in (["all-linear"], "all-linear") else list(targets)
     init = _INIT.get(str(args.lora_init).lower(), args.lora_init)
+    layers = parse_layers(args.lora_layers)
+    if layers and isinstance(target_modules, str):
+        from .errors import UsageError
+
+        raise UsageError("lora_layers needs lora_target_modules as module names, not 'all-linear'")
     return LoraConfig(
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
@@ -41,7 +46,23 @@ def build_lora_config(args: LoraArgs, task_type: str | None = None):
         use_rslora=args.use_rslora,
         init_lora_weights=init,
         task_type=task_type,
+        layers_to_transform=layers or None,
     )
+
+
+def parse_layers(spec: str | None) -> list[int]:
+    """'12-15' -> [12, 13, 14, 15]; '0,2,4' -> [0, 2, 4]; '' -> [] (every layer)."""
+    from .errors import UsageError
+
+    out: list[int] = []
+    for part in str(spec or "").replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+            raise UsageError(f"lora_layers {spec!r}: expected layer indices like '12-23' or '0,2,4'")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return sorted(set(out))
 
 
 def apply_lora(model, args: LoraArgs, task_type: str | None = None):
@@ -59,6 +80,7 @@ def apply_lora(model, args: LoraArgs, task_type: str | None = None):
 
     from .errors import UsageError
 
+    declare_no_input_embeddings(model)
     try:
         peft_model = get_peft_model(model, build_lora_config(args, task_type))
     except ValueError as e:
@@ -67,6 +89,22 @@ def apply_lora(model, args: LoraArgs, task_type: str | None = None):
         raise UsageError(f"LoRA: {e}. Module names in this model include: {', '.join(names[:40])}") from None
     dedupe_modules_to_save(peft_model)
     return peft_model
+
+
+def declare_no_input_embeddings(model) -> None:
+    """Give a model without input embeddings (D-FINE, RT-DETRv2 detectors) an empty one.
+
+    peft asks every model that ties weights for its input embeddings, and transformers raises
+    NotImplementedError for these; an empty module says truthfully that nothing is tied to embeddings.
+    """
+    import torch
+
+    probe = getattr(model, "get_input_embeddings", None)  # plain nn.Modules have none: peft copes
+    try:
+        if probe is not None:
+            probe()
+    except NotImplementedError:
+        model.get_input_embeddings = torch.nn.Identity  # an instance attribute: this model only
 
 
 def dedupe_modules_to_save(peft_model) -> None:

@@ -375,8 +375,11 @@ def load_adapter(base_model, adapter_dir: str | os.PathLike, is_trainable: bool 
     """
     from peft import PeftConfig, PeftModel
 
+    from .peft import declare_no_input_embeddings
+
     path = check_adapter_dir(find_adapter_dir(adapter_dir))
     config = PeftConfig.from_pretrained(str(path))
+    declare_no_input_embeddings(base_model)
     try:
         model = PeftModel.from_pretrained(base_model, str(path), config=config, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as e:
