@@ -42,6 +42,8 @@ def test_train_help_is_short_own_flags_first_and_imports_no_torch(name):
 
     assert max(at("--model_name_or_path"), at("--dataset"), at("--lora_r")) < at("--learning_rate")
     assert at("--learning_rate") < at("--report_to")
+    if name != "vision-pose":  # it reads no hub data; the others' lora_shared.hubdata flags follow --dataset
+        assert at("--dataset") < at("--dataset_config") < at("--dataset_test_split") < at("--lora_r")
     assert f"`{name} train --help-all` lists all" in lines[-1]
     assert "--ddp_timeout" not in short and "--ddp_timeout INT" in full
 

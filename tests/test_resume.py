@@ -45,6 +45,8 @@ APPS = {
         id="text-classifier",
         marks=pytest.mark.slow,
     ),
+    # Augmentation seeded per image and epoch (lora_shared.seed): the resumed run replays it exactly.
+    "vision-det": pytest.param("vision-det", ["--config", "tiny"], id="vision-det", marks=pytest.mark.slow),
 }
 COMMON = [
     "--max_steps", str(MAX_STEPS),

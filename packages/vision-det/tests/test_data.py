@@ -110,6 +110,45 @@ def test_augmentation_moves_boxes_with_the_objects():
     assert dropped > 0  # the corner square leaves the image under some zoom/shift draws
 
 
+def test_train_augmentation_is_seeded_per_image_so_resume_replays_it(shapes):
+    # The Trainer fetches a batch ahead of each checkpoint, so draws from one running RNG replay differently
+    # after --resume; per (seed, epoch, image_id) draws do not depend on what was fetched before.
+    from lora_shared.seed import SeededAugment
+    from transformers import DetrImageProcessor
+
+    train, _, _ = load_splits(DetDataArgs(dataset=str(shapes)))
+    assert len(train) >= 4
+    proc = DetrImageProcessor(size={"max_height": 48, "max_width": 48})
+    args = DetDataArgs(aug_hflip=0.5, aug_scale=[0.6, 1.4], aug_translate=0.2, aug_color_jitter=0.3)
+
+    def augment(seed):
+        return SeededAugment(build_transforms(args, train=True), seed=seed)
+
+    def fetch(aug, rows):  # (image, boxes, classes) per image, as the Trainer's batches get them
+        batch = transform_batch(rows if isinstance(rows, dict) else train[list(rows)], aug, proc)
+        return [(p, t["boxes"], t["class_labels"]) for p, t in zip(batch["pixel_values"], batch["labels"])]
+
+    def same(a, b):
+        return all(torch.equal(x, y) for u, v in zip(a, b, strict=True) for x, y in zip(u, v, strict=True))
+
+    first = augment(7)
+    in_order = fetch(first, range(4))
+    torch.manual_seed(123)  # the global RNG is elsewhere after --resume: the draws do not read it
+    resumed = fetch(augment(7), (3, 1))  # a fresh object, fetched out of order
+    assert same(resumed, [in_order[3], in_order[1]])
+    assert same(fetch(first, (2,)), [in_order[2]])  # the same image twice in an epoch: the same draw
+    assert not same(fetch(augment(8), range(4)), in_order)
+    first.epoch = 1  # what epoch_callback sets: a new epoch draws anew
+    assert not same(fetch(first, range(4)), in_order)
+    # The draw follows the image_id: one image under one id twice is augmented alike, under two ids not.
+    twice = train[[0, 0]]
+    a, b = fetch(first, twice)
+    assert same([a], [b])
+    twice["image_id"] = [101, 102]
+    a, b = fetch(first, twice)
+    assert not same([a], [b])
+
+
 def test_eval_transform_is_identity():
     img, boxes, cats = _scene()
     out_img, out_boxes, out_cats = apply_transform(

@@ -1,7 +1,7 @@
 """`--dataset` through `datasets.load_dataset`: hub dataset ids (`beans`, `user/name`) and the local builders
 (`imagefolder --data_dir DIR`, `json|csv|parquet --data_files ...`), as the transformers examples and TRL
-take them. Every app reads the same data flags (dataset_config, data_dir, data_files, dataset_train_split,
-dataset_test_split) from its DataArgs and validates the rows with its own record checks.
+take them. Every app's DataArgs inherits the data flags (dataset_config, data_dir, data_files,
+dataset_train_split, dataset_test_split) from `HubDataArgs` and validates the rows with its own record checks.
 
 An unreachable hub fails in seconds with one line (a TCP probe, then huggingface_hub's offline mode), not
 after a minute of retries; a dataset already in the local `datasets` cache still loads offline.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,40 @@ _FILE_SUFFIXES = {
 # Hub repo ids: `name` or `owner/name`, letters, digits, - _ . (huggingface_hub's validate_repo_id).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?$")
 _BUILDER_FLAGS = ("dataset_config", "data_dir", "data_files")
+
+
+@dataclass
+class HubDataArgs:
+    """The load_dataset flags of every app that reads hub datasets: inherit it in the app's DataArgs.
+
+    The app re-declares `dataset` (its default and the forms it reads; declared here only so that it stays
+    the first data flag, as dataclasses keep a base field's place) and, where its builders need their own
+    words, the help of `data_dir` / `data_files`.
+    """
+
+    dataset: str = field(
+        default="", metadata={"help": "A hub dataset id (user/name) or a load_dataset builder name."}
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder of data files for a load_dataset builder --dataset."}
+    )
+    data_files: list[str] | None = field(
+        default=None,
+        metadata={"help": "Files of a load_dataset builder --dataset: PATH or SPLIT=PATH, several allowed."},
+    )
+    dataset_train_split: str = field(
+        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
+    )
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
+            "if there is one, else --val_fraction."
+        },
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
+from lora_shared.hubdata import HubDataArgs
 from transformers import TrainingArguments
 
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -57,7 +58,7 @@ class ChatModelArgs(ModelArgs):
 
 
 @dataclass
-class ChatDataArgs:
+class ChatDataArgs(HubDataArgs):
     """Where dialogs come from."""
 
     dataset: str = field(
@@ -68,27 +69,12 @@ class ChatDataArgs:
             "builders, with --data_files)."
         },
     )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
-    )
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Folder of data files for a load_dataset builder --dataset."}
-    )
+    # The other load_dataset flags come from HubDataArgs; this one names the builders this app reads.
     data_files: list[str] | None = field(
         default=None,
         metadata={
             "help": "Files of --dataset json|parquet: PATH or SPLIT=PATH, several allowed "
             "(train=a.jsonl validation=b.jsonl)."
-        },
-    )
-    dataset_train_split: str = field(
-        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
-    )
-    dataset_test_split: str | None = field(
-        default=None,
-        metadata={
-            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
-            "if there is one, else --val_fraction."
         },
     )
     messages_column: str | None = field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
+from lora_shared.hubdata import HubDataArgs
 from transformers import TrainingArguments
 
 
@@ -49,7 +50,7 @@ class TextModelArgs(ModelArgs):
 
 
 @dataclass
-class TextDataArgs:
+class TextDataArgs(HubDataArgs):
     """Where the texts and labels come from."""
 
     dataset: str = field(
@@ -60,27 +61,12 @@ class TextDataArgs:
             "json | csv | parquet (load_dataset builders, with --data_files)."
         },
     )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
-    )
-    data_dir: str | None = field(
-        default=None, metadata={"help": "Folder of data files for a load_dataset builder --dataset."}
-    )
+    # The other load_dataset flags come from HubDataArgs; this one names the builders this app reads.
     data_files: list[str] | None = field(
         default=None,
         metadata={
             "help": "Files of --dataset json|csv|parquet: PATH or SPLIT=PATH, several allowed "
             "(train=a.jsonl validation=b.jsonl)."
-        },
-    )
-    dataset_train_split: str = field(
-        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
-    )
-    dataset_test_split: str | None = field(
-        default=None,
-        metadata={
-            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
-            "if there is one, else --val_fraction."
         },
     )
     eval_dataset: str | None = field(

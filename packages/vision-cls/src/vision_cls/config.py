@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
+from lora_shared.hubdata import HubDataArgs
 from transformers import TrainingArguments
 
 
@@ -19,7 +20,7 @@ class ClsModelArgs(ModelArgs):
 
 
 @dataclass
-class ClsDataArgs:
+class ClsDataArgs(HubDataArgs):
     """Where images come from."""
 
     dataset: str = field(
@@ -29,27 +30,11 @@ class ClsDataArgs:
             "a hub dataset id (beans, user/name) | imagefolder (with --data_dir) | parquet (with --data_files)."
         },
     )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
-    )
+    # The other load_dataset flags come from HubDataArgs; this one says what imagefolder reads here.
     data_dir: str | None = field(
         default=None,
         metadata={
             "help": "Folder of --dataset imagefolder: DIR/<class>/<image> or DIR/train|validation/<class>/."
-        },
-    )
-    data_files: list[str] | None = field(
-        default=None,
-        metadata={"help": "Files of a load_dataset builder --dataset: PATH or SPLIT=PATH, several allowed."},
-    )
-    dataset_train_split: str = field(
-        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
-    )
-    dataset_test_split: str | None = field(
-        default=None,
-        metadata={
-            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
-            "if there is one, else --val_fraction."
         },
     )
     eval_dataset: str | None = field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lora_shared.config import LoraArgs, ModelArgs, TrainDefaults, TrainExtras
+from lora_shared.hubdata import HubDataArgs
 from transformers import TrainingArguments
 
 
@@ -42,7 +43,7 @@ class DetModelArgs(ModelArgs):
 
 
 @dataclass
-class DetDataArgs:
+class DetDataArgs(HubDataArgs):
     """Where images and boxes come from, validation, and augmentation."""
 
     dataset: str = field(
@@ -53,9 +54,7 @@ class DetDataArgs:
             "(metadata.jsonl) with image + objects{bbox, category}."
         },
     )
-    dataset_config: str | None = field(
-        default=None, metadata={"help": "Config (subset) name of a hub --dataset (load_dataset's name)."}
-    )
+    # The other load_dataset flags come from HubDataArgs; these two say what the builders read here.
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Folder of --dataset imagefolder: images + metadata.jsonl (file_name, objects)."},
@@ -63,16 +62,6 @@ class DetDataArgs:
     data_files: list[str] | None = field(
         default=None,
         metadata={"help": "Files of a load_dataset builder --dataset (parquet): PATH or SPLIT=PATH."},
-    )
-    dataset_train_split: str = field(
-        default="train", metadata={"help": "Training split of a hub / load_dataset --dataset."}
-    )
-    dataset_test_split: str | None = field(
-        default=None,
-        metadata={
-            "help": "Held-out split of a hub / load_dataset --dataset; default: validation|val|valid|test|eval "
-            "if there is one, else --val_fraction."
-        },
     )
     eval_dataset: str | None = field(
         default=None,

@@ -18,6 +18,7 @@ from lora_shared import hubdata
 from lora_shared.errors import DataError
 from lora_shared.images import check_coco_size, open_image, safe_join, to_rgb
 from lora_shared.jsonfile import read_json
+from lora_shared.seed import SeededAugment
 
 logger = logging.getLogger(__name__)
 
@@ -639,7 +640,7 @@ def build_transforms(args, train: bool):
 
     Train: flip, zoom/shift (RandomAffine moves the boxes with the pixels), colour jitter; then
     boxes are clamped to the image and ones that left it (or shrank below 1 px) are dropped with their
-    labels. Eval: no change (the processor resizes).
+    labels. Eval: no change (the processor resizes). train() wraps the train pipeline in a SeededAugment.
     """
     from torchvision.transforms import v2
 
@@ -658,8 +659,11 @@ def build_transforms(args, train: bool):
     return v2.Compose(ops)
 
 
-def apply_transform(transform, image, bboxes, categories):
-    """Run `transform` on a PIL image and its COCO boxes; returns (image, COCO boxes tensor, labels tensor)."""
+def apply_transform(transform, image, bboxes, categories, sample_id: int = 0):
+    """Run `transform` on a PIL image and its COCO boxes; returns (image, COCO boxes tensor, labels tensor).
+
+    A SeededAugment draws its flip/zoom/shift/colour from (seed, epoch, sample_id), so `--resume` replays it.
+    """
     import torch
     from torchvision import tv_tensors
 
@@ -667,9 +671,8 @@ def apply_transform(transform, image, bboxes, categories):
     boxes = tv_tensors.BoundingBoxes(
         torch.as_tensor(bboxes, dtype=torch.float32).reshape(-1, 4), format="XYWH", canvas_size=(h, w)
     )
-    out = transform(
-        {"image": image, "boxes": boxes, "labels": torch.as_tensor(categories, dtype=torch.int64)}
-    )
+    sample = {"image": image, "boxes": boxes, "labels": torch.as_tensor(categories, dtype=torch.int64)}
+    out = transform(sample, sample_id) if isinstance(transform, SeededAugment) else transform(sample)
     return out["image"], out["boxes"].as_subclass(torch.Tensor), out["labels"]
 
 
@@ -677,7 +680,8 @@ def transform_batch(batch, transform, processor):
     """datasets `with_transform` hook: image + objects -> pixel_values + DETR labels (via the processor).
 
     The processor resizes, normalises and turns the COCO boxes into normalised cxcywh `boxes` and
-    `class_labels`; crowd boxes are left out of the targets (they only matter to COCOeval).
+    `class_labels`; crowd boxes are left out of the targets (they only matter to COCOeval). A SeededAugment
+    is seeded by each image's `image_id` (unique in a split: the loaders check it).
     """
     pixel_values, labels = [], []
     for image, image_id, objects in zip(batch["image"], batch["image_id"], batch["objects"]):
@@ -687,6 +691,7 @@ def transform_batch(batch, transform, processor):
             to_rgb(image),
             [objects["bbox"][i] for i in keep],
             [objects["category"][i] for i in keep],
+            int(image_id),
         )
         anns = [
             {"bbox": b.tolist(), "category_id": int(c), "area": float(b[2] * b[3]), "iscrowd": 0}

@@ -24,7 +24,7 @@ from lora_shared.runs import (
     save_run_config,
     write_metrics,
 )
-from lora_shared.seed import seed_everything
+from lora_shared.seed import SeededAugment, epoch_callback, seed_everything
 
 from .card import CARD
 from .data import align_categories, build_transforms, collate_fn, load_splits, transform_batch
@@ -55,10 +55,10 @@ def train(cfg) -> dict[str, float]:
     save_run_config(cfg.groups()[:4], out)  # staged: published with the adapter
     logger.info("%s", trainable_report(model))
 
-    # ---- 4. Transforms: box-moving augmentation on train, none on eval; the processor resizes + encodes
-    train_ds = train_ds.with_transform(
-        partial(transform_batch, transform=build_transforms(cfg.data, True), processor=processor)
-    )
+    # ---- 4. Transforms: box-moving augmentation on train (seeded per image: exact --resume), none on eval;
+    # the processor resizes + encodes
+    augment = SeededAugment(build_transforms(cfg.data, True), args.seed)
+    train_ds = train_ds.with_transform(partial(transform_batch, transform=augment, processor=processor))
     eval_ds = eval_ds.with_transform(
         partial(transform_batch, transform=build_transforms(cfg.data, False), processor=processor)
     )
@@ -72,7 +72,7 @@ def train(cfg) -> dict[str, float]:
         data_collator=collate_fn,
         compute_metrics=CocoMetrics(labels),
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-        callbacks=default_callbacks(args),
+        callbacks=[*default_callbacks(args), epoch_callback(augment)],
     )
 
     # ---- 6. Run: train (resuming if asked), score held-out data, save adapter + reports
