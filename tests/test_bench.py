@@ -134,10 +134,29 @@ def test_markdown_tables_from_known_numbers():
                         "rss_ratio": 1.0,
                     },
                     "packing-true": {"flags": [], "ours": {**side, "units_per_s": 2500.0}},
-                    "packing-false": {"flags": [], "ours": side},
+                    # padded batches half real: ceiling 1000 / 0.5 = 2000 tokens/s
+                    "packing-false": {"flags": [], "ours": {**side, "real_token_share": 0.5}},
                     "offline-packed": {
                         "flags": ["--config", "offline", "--bf16", "true"],
                         "ours": {**side, "achieved_gflops": 5.0},
+                    },
+                    "peer-tiny": {
+                        "flags": [],
+                        "ours": {**side, "units_per_s": 1100.0},
+                        "trl": side,
+                        "peer": {
+                            "tokens_ratio": 1.1,
+                            "rss_ratio": 0.9,
+                            "label_tokens": 500,
+                            "label_mismatch": 0,
+                            "loss": {
+                                "steps": [1, 2],
+                                "ours": [5.5, 5.4],
+                                "trl": [5.5, 5.4],
+                                "max_rel_diff": 0.0,
+                                "match": True,
+                            },
+                        },
                     },
                     "seq-128": {"flags": [], "ours": side},
                     "seq-256": {"flags": [], "ours": {**side, "step_time_s": 0.2}},
@@ -161,6 +180,7 @@ def test_markdown_tables_from_known_numbers():
     md = bench.build_markdown(results)
     for heading in (
         "Overhead",
+        "Peer",
         "Efficiency",
         "Packing",
         "Inference",
@@ -171,12 +191,22 @@ def test_markdown_tables_from_known_numbers():
     ):
         assert f"## {heading}" in md, heading
     assert "**1.000x** (met)" in md  # overhead time ratio
-    assert "**2.50x** (met)" in md  # packing 2500 / 1000 tokens/s
+    assert "**2.50x**" in md  # packing 2500 / 1000 tokens/s
+    assert "| built-in | 2500.0 | 1000.0 | 50% | 2000.0 | 2.00x | **2.50x** | **125.0%** (met) |" in md
     assert "| llm-chat | seq-256 | 0.2000 | 2.00x |" in md
     assert "20.0%" in md  # 2 GFLOP/s of the 10 GFLOP/s fp32 peak
     # llm-chat's offline packed bf16 run: 2e6 FLOP/token x 2500 tokens/s = 5 GFLOP/s of the 4 GFLOP/s bf16 peak
     assert "| llm-chat | offline, packed | bf16 |" in md and "**125.0%** (met)" in md
     assert "- vision-det: no cli.py yet" in md
+    peer_row = (
+        "| random Qwen2, hidden 128 (byte-level tokens) | 1100.0 | 1000.0 | **1.100x** (met) | 100 / 100 MB |"
+    )
+    assert peer_row in md and "| 0 of 500 | 0.0e+00 (match) |" in md
+    assert "steps 1-2: 5.5000/5.5000, 5.4000/5.4000" in md
+    assert "| GPU (CUDA) rows | not measured (no GPU) |" in md  # never a made-up GPU number
+    notes = " ".join(bench.analysis_notes(results))
+    assert "**Packing, built-in: 125% of the padding ceiling** (met the 90% goal)" in notes
+    assert "**Peer (random Qwen2, hidden 128 (byte-level tokens)): ours 1.10x TRL's tokens/s** (met" in notes
 
 
 @pytest.mark.slow
@@ -206,3 +236,148 @@ def test_plain_script_does_the_same_work_as_our_train(module, tmp_path):
     assert len(ours["step_times"]) == len(plain["step_times"]) == 3
     assert ours["samples"] == plain["samples"] and sum(ours["samples"]) > 0
     assert ours["tokens"] == plain["tokens"]
+
+
+def test_probe_packed_counts_skip_fill_segments():
+    """A bin-packed batch: row 0 holds dialogs of 3 and 2 tokens, row 1 one of 2 tokens + a 3-token fill
+    segment (pad ids, positions from 0, no label), which is not a dialog."""
+    import torch
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 0, 0, 0]])
+    pos = torch.tensor([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]])
+    labels = torch.tensor([[-100, 6, 7, -100, 9], [-100, 6, -100, -100, -100]])
+    assert bench_worker.packed_counts(ids, pos, labels) == (7, 3)
+    probe = bench_worker.Probe(count_flops=False)
+    module = torch.nn.Linear(1, 1).train()
+    probe.forward_hook(module, (), {"input_ids": ids, "position_ids": pos, "labels": labels})
+    assert (probe._tok, probe._smp, probe._slots) == (7, 3, 10)
+
+
+def test_compare_losses_and_label_mismatch():
+    import bench_peer
+
+    same = bench_peer.compare_losses([[1, 5.0], [2, 4.0]], [[1, 5.0], [2, 4.0 * (1 + 5e-4)]], rel_tol=1e-3)
+    assert same["match"] and same["max_rel_diff"] == pytest.approx(5e-4 / (1 + 5e-4))
+    apart = bench_peer.compare_losses([[1, 5.0], [2, 4.0]], [[1, 5.0], [2, 4.1]], rel_tol=1e-3)
+    assert not apart["match"]
+    # a step logged on one side only is a mismatch, not a silent skip
+    assert not bench_peer.compare_losses([[1, 5.0], [2, 4.0]], [[1, 5.0]], rel_tol=1e-3)["match"]
+    assert not bench_peer.compare_losses([], [], rel_tol=1e-3)["match"]
+    ours = [[-100, 3, 4], [-100, -100, 7]]
+    assert bench_peer.label_mismatch(ours, [[-100, 3, 4], [-100, -100, 7]]) == (3, 0)
+    assert bench_peer.label_mismatch(ours, [[-100, 3, 4], [-100, 6, 7]]) == (3, 1)
+
+
+def test_tagged_chatml_renders_like_the_model_template_and_tags_exactly_our_labels():
+    """The TRL peer's template: same text as the model's own (with or without a default system message),
+    and `{% generation %}` covering exactly llm-chat's assistant-only labels."""
+    import bench_peer
+    from llm_chat.data import tokenize_dialog
+    from llm_chat.model import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    dialog = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
+    tagged = bench_peer.tagged_chatml(tok)
+    assert tok.apply_chat_template(dialog, tokenize=False, chat_template=tagged) == tok.apply_chat_template(
+        dialog, tokenize=False
+    )
+    out = tok.apply_chat_template(
+        dialog, tokenize=True, chat_template=tagged, return_assistant_tokens_mask=True, return_dict=True
+    )
+    ours = tokenize_dialog(tok, dialog)
+    assert out["input_ids"] == ours["input_ids"]
+    assert [m == 1 for m in out["assistant_masks"]] == [lab != -100 for lab in ours["labels"]]
+    # a Qwen2.5-style template that adds a default system message to dialogs without one
+    tok.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nBe brief.<|im_end|>\\n' }}{% endif %}"
+        + tok.chat_template
+    )
+    tagged = bench_peer.tagged_chatml(tok)
+    text = tok.apply_chat_template(dialog, tokenize=False, chat_template=tagged)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert text == tok.apply_chat_template(dialog, tokenize=False)
+
+
+def test_peer_runner_matches_our_train_on_a_tiny_model(tmp_path, monkeypatch):
+    """Two steps of `llm-chat train` and of the TRL peer, instrumented as make bench does: the same tokens
+    per step, TRL's labels identical to ours, and per-step losses within the bench's tolerance."""
+    import transformers
+
+    monkeypatch.setattr(transformers.Trainer, "__init__", transformers.Trainer.__init__)  # restored after
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    probes: list = []
+    bench_worker.install(probes, count_flops=False, profile=[False])
+    flags = bench.base_flags("tiny", 2, tmp_path / "ours")
+    flags += ["--dataset", "banking", "--max_train_samples", "16", "--max_eval_samples", "1"]
+    flags += ["--max_length", "512", "--packing", "true", "--logging_steps", "1"]
+    bench_worker.run_ours("llm_chat", flags)
+    checks = bench_worker.run_trl("llm_chat", flags)
+    ours, trl = probes[0].as_dict(), probes[1].as_dict()
+    assert ours["tokens"] == trl["tokens"] and len(ours["tokens"]) == 2 and min(ours["tokens"]) > 0
+    assert ours["samples"] == trl["samples"] == [8, 8]
+    assert checks["same_input_ids"] == checks["dialogs"] == 16
+    assert checks["label_mismatch"] == 0 and checks["label_tokens"] > 0
+    loss = bench.peer_summary(
+        [ours],
+        [{**trl, **checks}],
+        {"units_per_s": 1.0, "peak_rss_mb": 1.0},
+        {"units_per_s": 1.0, "peak_rss_mb": 1.0},
+    )["loss"]
+    assert loss["steps"] == [1, 2] and loss["match"], loss
+
+
+def test_peer_runs_are_planned_abba_each_in_its_own_process(tmp_path, monkeypatch):
+    """`--only peer`: the tiny peer run (no offline model in --quick) alternates ours/TRL ABBA, one process
+    per run (peak RSS is per process), and its summary pairs the two sides."""
+    from types import SimpleNamespace
+
+    opts = SimpleNamespace(quick=True, windows=5, native_bf16=False, rounds=2, reuse=None, reuse_only=False)
+    app = bench.AppInfo("llm-chat", "llm_chat", ["tiny", "offline"])
+    calls = []
+
+    def fake_worker(app, mode, variants, opts, log, flops=True):
+        calls.append((mode, [v.key for v in variants], log.name))
+        n = len(variants[0].flags)
+        step = {"step_times": [0.1] * 10, "tokens": [100] * 10, "samples": [8] * 10, "slots": [100] * 10}
+        return {
+            "runs": [
+                {**step, "rss_train_mb": 10.0, "losses": [[1, 5.0], [2, 4.0]], "label_mismatch": 0, "n": n}
+            ],
+            "peak_rss_mb": 10.0,
+        }
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    out = bench.run_training([app], opts, {"peer"}, [], tmp_path)
+    assert [(m, keys) for m, keys, _ in calls] == [
+        ("ours", ["peer-tiny"]),
+        ("trl", ["peer-tiny"]),
+        ("trl", ["peer-tiny"]),
+        ("ours", ["peer-tiny"]),
+    ]
+    assert calls[0][2] == "r0-ours-peer-tiny.log"
+    peer = out["llm-chat"]["peer-tiny"]["peer"]
+    assert peer["tokens_ratio"] == pytest.approx(1.0) and peer["loss"]["match"]
+    flags = " ".join(out["llm-chat"]["peer-tiny"]["flags"])
+    assert "--logging_steps 1" in flags and "--packing true" in flags
+
+
+def test_packing_picks_the_row_capacity_that_leaves_least_filler():
+    """llm-chat's collator: at the full capacity first-fit-decreasing leaves uneven rows (all filled up to
+    the widest); the chosen capacity computes fewer positions, each row still within the capacity."""
+    from llm_chat.data import pack_rows, pack_rows_min_fill
+
+    lengths = [598, 540, 500, 450, 400, 380, 350, 320]
+
+    def slots(rows):
+        return len(rows) * max(sum(lengths[i] for i in r) for r in rows)
+
+    full, best = pack_rows(lengths, 768), pack_rows_min_fill(lengths, 768)
+    assert sorted(i for r in best for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 768 for r in best)
+    assert slots(best) < slots(full) and slots(best) < len(lengths) * max(lengths)  # and below padding
+    assert pack_rows_min_fill([5, 3], 4) == pack_rows([5, 3], 4)  # nothing to choose: longest over capacity

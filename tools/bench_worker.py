@@ -4,12 +4,13 @@
 
 `ours` runs the app's real `train` command (`<app>.cli.main(["train", ...])`); `plain` resolves the very
 same flags with the app's config parser and hands them to the minimal Trainer+peft script for that app
-in `bench_plain.py`. Both are instrumented identically, by patching `transformers.Trainer.__init__`:
+in `bench_plain.py`; `trl` hands them to TRL's `SFTTrainer` (`bench_peer.py`, llm-chat only). Both are instrumented identically, by patching `transformers.Trainer.__init__`:
 - a callback stamps `time.perf_counter()` at every optimizer step end (so a step's time includes data
   loading, logging and callbacks: everything a user waits for),
 - a forward pre-hook on the model counts real (non-padding) tokens and samples of training batches,
 - with --flops, the first step (a warm-up step, never timed) runs under `torch.utils.flop_counter`,
   which counts the FLOPs of every matmul/conv of forward AND backward as they actually execute,
+- the logged training loss of every logging step is kept (the peer section compares loss curves),
 - peak RSS (ru_maxrss) is read at train end.
 Several `--` separated flag sets run one after another in the same process (scaling sweeps).
 """
@@ -37,11 +38,14 @@ class Probe:
         self.profile_rows: list[dict] | None = None
         self._prof = None
         self.stamps: list[float] = []
+        self.cpu_stamps: list[float] = []  # process CPU seconds: a step's work even on a contended machine
         self.tokens: list[int] = []  # real tokens per optimizer step
         self.samples: list[int] = []
         self.slots: list[int] = []  # token positions computed (real + padding)
         self.flops_first_step: float | None = None
         self.rss_train_mb: float | None = None
+        self.gpu_peak_mb: float | None = None
+        self.losses: list[list] = []  # [global step, logged training loss] (per step with logging_steps 1)
         self._tok = self._smp = self._slots = 0
         self._flop_mode = None
 
@@ -59,9 +63,10 @@ class Probe:
             self._tok += int(mask.sum())
             self._smp += int(mask.shape[0])
         elif ids is not None and hasattr(ids, "numel") and ids.dtype.is_floating_point is False:
-            # padding-free packing: one row, no padding; dialogs start where position_ids restart at 0
-            self._tok += int(ids.numel())
-            self._smp += int((pos == 0).sum()) if pos is not None else int(ids.shape[0])
+            # padding-free packing: dialogs start where position_ids restart at 0
+            tok, smp = packed_counts(ids, pos, kwargs.get("labels"))
+            self._tok += tok
+            self._smp += smp
         else:
             pix = kwargs.get("pixel_values")
             if pix is None and args and hasattr(args[0], "shape"):
@@ -77,6 +82,7 @@ class Probe:
         class _StepTimer(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 probe.stamps.append(time.perf_counter())
+                probe.cpu_stamps.append(time.process_time())
 
             def on_step_begin(self, args, state, control, **kw):
                 if probe.profile and state.global_step == state.max_steps - 1:
@@ -100,13 +106,22 @@ class Probe:
                     probe._flop_mode.__exit__(None, None, None)
                     probe.flops_first_step = float(probe._flop_mode.get_total_flops())
                 probe.stamps.append(time.perf_counter())
+                probe.cpu_stamps.append(time.process_time())
                 probe.tokens.append(probe._tok)
                 probe.samples.append(probe._smp)
                 probe.slots.append(probe._slots)
                 probe._tok = probe._smp = probe._slots = 0
 
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    probe.losses.append([state.global_step, float(logs["loss"])])
+
             def on_train_end(self, args, state, control, **kw):
                 probe.rss_train_mb = peak_rss_mb()
+                import torch
+
+                if torch.cuda.is_available():  # on a GPU the memory that matters is the device's
+                    probe.gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20
 
         return _StepTimer()
 
@@ -114,13 +129,33 @@ class Probe:
         steps = [b - a for a, b in zip(self.stamps, self.stamps[1:])]
         return {
             "step_times": steps,
+            "cpu_step_times": [b - a for a, b in zip(self.cpu_stamps, self.cpu_stamps[1:])],
             "tokens": self.tokens,
             "samples": self.samples,
             "slots": self.slots,
             "flops_first_step": self.flops_first_step,
             "rss_train_mb": self.rss_train_mb,
             "profile": self.profile_rows,
+            "losses": self.losses,
+            "gpu_peak_mb": self.gpu_peak_mb,
         }
+
+
+def packed_counts(ids, pos, labels) -> tuple[int, int]:
+    """(real tokens, dialogs) of a padding-free batch. Rows of bin-packed batches end in a fill segment
+    (pad tokens, position ids from 0, no label): a segment counts only if it has a supervised label, as
+    every tokenised dialog does (ours and TRL's drop dialogs without one)."""
+    if pos is None:
+        return int(ids.numel()), int(ids.shape[0])
+    starts = (pos == 0).reshape(-1)
+    if labels is None or labels.shape != ids.shape:
+        return int(ids.numel()), int(starts.sum())
+    seg = starts.long().cumsum(0) - 1  # segment index of every token, flattened row by row
+    n = int(seg[-1]) + 1
+    sup = (labels.reshape(-1) != -100).long()
+    real = seg.new_zeros(n).index_add_(0, seg, sup) > 0
+    lengths = seg.new_zeros(n).index_add_(0, seg, seg.new_ones(seg.shape))
+    return int(lengths[real].sum()), int(real.sum())
 
 
 def profile_rows(prof, top: int = 10) -> list[dict]:
@@ -172,12 +207,23 @@ def run_plain(module: str, flags: list[str]) -> None:
     PLAIN[module](app_config(module, flags))
 
 
+def run_trl(module: str, flags: list[str]) -> dict:
+    """TRL's SFTTrainer on the same resolved config (tools/bench_peer.py); returns what it checked."""
+    from bench_peer import PEERS
+    from bench_plain import app_config
+
+    return PEERS[module](app_config(module, flags))
+
+
+RUNNERS = {"ours": run_ours, "plain": run_plain, "trl": run_trl}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     head, *flag_sets = _split(argv)
     p = argparse.ArgumentParser()
     p.add_argument("--app", required=True, help="import name, e.g. vision_cls")
-    p.add_argument("--mode", choices=["ours", "plain"], required=True)
+    p.add_argument("--mode", choices=sorted(RUNNERS), required=True)
     p.add_argument("--result", required=True)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--flops", action="store_true")
@@ -205,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             os.environ.pop("LORAWORKS_FORCE_BF16", None)
         try:
-            (run_ours if a.mode == "ours" else run_plain)(a.app, flags)
+            extra = RUNNERS[a.mode](a.app, flags)
             if len(probes) == n:
                 raise SystemExit("no Trainer was built: nothing measured")
-            runs.append(probes[n].as_dict())  # the first Trainer of the run is the training one
+            runs.append({**probes[n].as_dict(), **(extra or {})})  # the first Trainer is the training one
         except (Exception, SystemExit) as e:  # one bad configuration must not cost the runs after it
             print(f"bench_worker: run {len(runs)} failed: {e}", file=sys.stderr)
             runs.append({"error": str(e)[:300]})

@@ -644,6 +644,29 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
     return rows
 
 
+def pack_rows_min_fill(lengths: list[int], capacity: int, tries: int = 32) -> list[list[int]]:
+    """pack_rows at the row capacity (between the longest sample and `capacity`) that computes the fewest
+    positions: rows x the widest row, as every row is filled up to the widest. Ties go to the narrower rows
+    (less attention: sdpa on CPU computes a packed row's whole block-diagonal mask).
+
+    At the full capacity, first-fit-decreasing leaves rows uneven: measured on the built-in chat data
+    (batch 8, rows of <= 768 byte-level tokens) the packed rows were 77% real tokens; the best of these
+    capacities gives 88%, with less attention work than padding.
+    """
+    low = max(lengths)
+    if low >= capacity:
+        return pack_rows(lengths, capacity)
+    step = max(1, -(-(capacity - low) // tries))
+    best = None
+    for cap in sorted({*range(low, capacity, step), capacity}):
+        rows = pack_rows(lengths, cap)
+        width = max(sum(lengths[i] for i in r) for r in rows)
+        key = (len(rows) * width, width)
+        if best is None or key < best[0]:
+            best = (key, rows)
+    return best[1]
+
+
 def collate_fn(
     features: list[dict],
     pad_token_id: int,
@@ -659,8 +682,9 @@ def collate_fn(
     prompt token (label -100), so the shifted loss never predicts across a boundary. With `pack_length`
     the dialogs are bin-packed into several rows of at most that many tokens instead of one long row: on
     CPU/sdpa the masked attention still costs (row length)^2, so one 8-dialog row pays ~8x the attention
-    FLOPs of 8 short rows (measured by `make bench`). Shorter rows are filled with a pad segment (its own
-    position ids from 0, labels -100), which no dialog attends to.
+    FLOPs of 8 short rows (measured by `make bench`). The row capacity is chosen per batch to leave the
+    least filler (pack_rows_min_fill). Shorter rows are filled with a pad segment (its own position ids
+    from 0, labels -100), which no dialog attends to.
 
     supervised_logits=True adds `logits_to_keep` (a [B, T] bool mask of the positions whose next token is an
     assistant token) and the matching flat `shift_labels`: the model projects only those hidden states onto
@@ -684,7 +708,7 @@ def _collate(features: list[dict], pad_token_id: int, packing: bool, pack_length
 
     if packing:
         lengths = [len(f["input_ids"]) for f in features]
-        groups = pack_rows(lengths, pack_length) if pack_length else [list(range(len(features)))]
+        groups = pack_rows_min_fill(lengths, pack_length) if pack_length else [list(range(len(features)))]
         width = max(sum(lengths[i] for i in g) for g in groups)
         ids_rows, label_rows, pos_rows = [], [], []
         for g in groups:
