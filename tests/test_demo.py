@@ -1,7 +1,7 @@
 """`make demo` (tools/demo.py): discovery, overrides, headline metrics, base -> tuned, bars, summary.
 
 Fast tests run fake apps (a tiny argparse CLI per app) and fake run dirs with known metrics. The one
-`slow` test runs the demo's own plan for vision-cls on the real offline MobileNetV2 (`make models`).
+`slow` test runs the demo's own plan for vision-cls and vision-det on the real offline MobileNetV2 (`make models`).
 """
 
 from __future__ import annotations
@@ -366,17 +366,21 @@ def test_demo_main_runs_apps_and_prints_one_table(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-def test_demo_vision_cls_meets_its_bar(tmp_path):
+@pytest.mark.parametrize(
+    ("app", "model"),
+    [("vision-cls", "mobilenet_v2-imagenet"), ("vision-det", "d_fine + mobilenet_v2-imagenet")],
+)
+def test_demo_app_meets_its_bar(tmp_path, app, model):
     from lora_shared.models import models_dir
 
     if not (models_dir() / "mobilenet_v2-imagenet").is_dir():
         pytest.skip(f"needs `make models` (no {models_dir() / 'mobilenet_v2-imagenet'})")
-    cmd = [sys.executable, str(ROOT / "tools" / "demo.py"), "--only", "vision-cls", "--skip_models"]
+    cmd = [sys.executable, str(ROOT / "tools" / "demo.py"), "--only", app, "--skip_models"]
     proc = subprocess.run(
         [*cmd, "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=1800, cwd=ROOT
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (row,) = json.loads((tmp_path / "summary.json").read_text())["rows"]
-    assert row["model"] == "mobilenet_v2-imagenet"
+    assert row["model"] == model
     assert row["met/missed"] == "met", row
     assert float(row["base"]) < float(row["tuned"])  # the base is the untrained head, scored before step 1

@@ -93,6 +93,20 @@ def test_random_base_inside_the_run_is_named_relative(tmp_path):
     _assert_no_local_paths(text, tmp_path)
 
 
+def test_base_built_on_a_pretrained_backbone_is_not_called_random(tmp_path):
+    """vision-det/pose offline: a new detector saved in the run, its backbone the offline MobileNetV2."""
+    run = _run_dir(tmp_path, str(tmp_path / "run" / "base_model"))
+    config = yaml.safe_load((run / "resolved_config.yaml").read_text()) | {
+        "backbone": "mobilenet_v2-imagenet"
+    }
+    (run / "resolved_config.yaml").write_text(yaml.safe_dump(config))
+    (run / "base_model").mkdir()
+    (run / "base_model" / "config.json").write_text('{"model_type": "d_fine"}')
+    _, body = parse_card(build_card(run, TASK))
+    assert "a new `d_fine` on the pretrained `mobilenet_v2-imagenet` backbone, saved in `base_model/`" in body
+    assert "smoke test" not in body and "randomly" not in body
+
+
 def test_local_base_dir_outside_the_run_is_named_by_basename(tmp_path):
     text = build_card(_run_dir(tmp_path, str(tmp_path / "models" / "my-bert")), TASK)
     front, body = parse_card(text)

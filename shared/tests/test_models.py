@@ -134,3 +134,16 @@ def test_model_loaders_get_use_safetensors_and_others_do_not(tmp_path):
     assert seen["AutoModel"]["use_safetensors"] is True
     assert seen["BertModel"]["use_safetensors"] is True
     assert "use_safetensors" not in seen["AutoTokenizer"]  # a tokenizer's from_pretrained would pass it on
+
+
+def test_config_overrides_go_through_the_constructor():
+    """Fields a config derives in its constructor follow the overrides (D-FINE's head_dim from d_model and
+    heads): set afterwards, head_dim kept the default's 32 and d_model=32 with 2 heads was refused."""
+    from lora_shared.models import build_config
+
+    config = build_config("d_fine", "d_model=32,decoder_attention_heads=2", num_labels=3)
+    assert (config.d_model, config.head_dim, config.num_labels) == (32, 16, 3)
+    with pytest.raises(UsageError, match="config_overrides: .*divisible"):
+        build_config("d_fine", "d_model=30,decoder_attention_heads=4")
+    with pytest.raises(UsageError, match="no field 'not_a_field'"):
+        build_config("d_fine", "not_a_field=1")

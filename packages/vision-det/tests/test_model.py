@@ -187,7 +187,7 @@ def test_multiscale_needs_consecutive_stages_and_explicit_overrides_win():
 
 
 def test_offline_recipe_trains_every_new_layer():
-    """The bundled offline recipe (RT-DETR on MobileNetV2 stages): every layer outside the pretrained
+    """The bundled offline recipe (D-FINE on MobileNetV2 stages): every layer outside the pretrained
     backbone trains fully (a random layer left frozen, e.g. the denoising class embedding, would silently
     cap mAP), the backbone takes LoRA only, and a training step (denoising queries included) runs."""
     from lora_shared.cli import Command, build_config
@@ -195,7 +195,7 @@ def test_offline_recipe_trains_every_new_layer():
 
     cfg, _ = build_config(APP, Command("train", "", "", uses_adapter=False), ["--config", "offline"])
     args = cfg.model
-    assert args.model_type == "rt_detr"
+    assert args.model_type == "d_fine"
     # A random MobileNetV2 with the same layer names stands in for `make models`' pretrained one.
     args.backbone, args.backbone_overrides = "mobilenet_v2", "depth_multiplier=0.35,tf_padding=false"
     model = build_model(args, cfg.lora, ["circle", "square", "triangle"])

@@ -115,7 +115,15 @@ def describe_base(config: dict, run_dir: Path) -> tuple[str | None, str, str | N
     if path.is_absolute() or name.startswith(("~", ".")):
         public = _public(name, run_dir)
         model_type = _read(path / "config.json", json.loads).get("model_type", "")
-        if isinstance(public, str) and public.endswith("/"):  # inside the run: a random base from a config
+        if isinstance(public, str) and public.endswith("/"):  # inside the run: a base built from a config
+            backbone = config.get("backbone")
+            if isinstance(backbone, str) and backbone not in ("", "resnet", "mobilenet_v2"):
+                # offline det/pose: a new head (and transformer) on a pretrained backbone
+                return (
+                    None,
+                    f"a new `{model_type or 'model'}` on the pretrained `{backbone}` backbone, saved in `{public}`",
+                    None,
+                )
             return (
                 None,
                 f"a randomly initialised `{model_type or 'model'}` saved in `{public}` (a smoke test)",

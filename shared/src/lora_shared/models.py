@@ -247,11 +247,19 @@ def build_config(model_type: str, overrides: str | None, **kwargs):
         config = AutoConfig.for_model(model_type, **kwargs)
     except ValueError as e:
         raise UsageError(f"model_type: {e}") from None
-    for k, v in parse_overrides(overrides).items():
+    fields = parse_overrides(overrides)
+    for k in fields:
         if not hasattr(config, k):
             raise UsageError(f"config_overrides: {model_type} config has no field {k!r}")
-        setattr(config, k, v)
-    return config
+    if not fields:
+        return config
+    from huggingface_hub.errors import StrictDataclassError
+
+    # Through the constructor, not setattr: fields derived there (D-FINE's head_dim) follow the overrides.
+    try:
+        return AutoConfig.for_model(model_type, **{**kwargs, **fields})
+    except (ValueError, StrictDataclassError) as e:  # the config's own checks, e.g. heads vs d_model
+        raise UsageError(f"config_overrides: {str(e).strip().splitlines()[-1].strip()}") from None
 
 
 def pick_device():

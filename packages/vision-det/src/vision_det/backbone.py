@@ -3,7 +3,10 @@
 DETR builds its CNN through `AutoBackbone.from_config(config.backbone_config)`, so instead of
 patching a module into a built model we register a small backbone class (config + model) with the
 Auto classes. A DETR with this backbone then saves, reloads (`from_pretrained`) and merges like any
-other transformers model, as long as this module has been imported (importing `vision_det.model` does it).
+other transformers model once this module has run: `vision_det.model` imports it, and a saved detector
+ships this very file as its remote code (`SHIPPED_FILE`, named by config.json's `auto_map`), so
+`AutoModelForObjectDetection.from_pretrained(dir, trust_remote_code=True)` works without vision_det.
+Hence this file imports nothing but torch and transformers.
 
 Stages (stride / channels at depth multiplier 1.0):
     stem 2/16, stage1 4/24, stage2 8/32, stage3 16/96, stage4 32/320.
@@ -14,7 +17,7 @@ memory for nothing, because DETR reads the last feature map only.
 from __future__ import annotations
 
 import torch
-from transformers import AutoBackbone, AutoConfig, MobileNetV2Config
+from transformers import AutoBackbone, AutoConfig, MobileNetV2Config, PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin, BackboneMixin
 from transformers.modeling_outputs import BackboneOutput
 from transformers.models.mobilenet_v2.modeling_mobilenet_v2 import (
@@ -24,6 +27,7 @@ from transformers.models.mobilenet_v2.modeling_mobilenet_v2 import (
 )
 
 MODEL_TYPE = "vision_det_mobilenet_v2_backbone"
+SHIPPED_FILE = "modeling_mobilenet_v2_backbone.py"  # this file's name next to a saved detector's weights
 STAGE_NAMES = ["stem", "stage1", "stage2", "stage3", "stage4"]
 # Index of the inverted-residual layer that ends each stage (None: the stem itself), and the width of
 # that layer's output at depth multiplier 1.0 (MobileNetV2Model's channel table).
@@ -73,6 +77,22 @@ class MobileNetV2Backbone(BackboneMixin, MobileNetV2PreTrainedModel):
         return BackboneOutput(
             feature_maps=feature_maps, hidden_states=tuple(stages) if output_hidden_states else None
         )
+
+
+class DetectorConfig(PreTrainedConfig):
+    """config.json's `auto_map["AutoConfig"]` for a detector on this backbone (remote code).
+
+    Not a config of its own: by the time transformers calls it, importing this file has registered the
+    backbone, so it hands over to the detector's stock config class (config.json's `model_type`: detr,
+    rt_detr, ...), which can now read `backbone_config`. The detector itself stays a stock model.
+    """
+
+    model_type = "vision_det_detector"
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        kwargs["trust_remote_code"] = False  # the stock class for model_type; this file already ran
+        return AutoConfig.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 
 def register() -> None:

@@ -9,9 +9,17 @@ from pathlib import Path
 
 from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
+from lora_shared.hfload import name_published_base, stage_pretrained
 from lora_shared.models import build_config, from_pretrained, parse_overrides, resolve_model_path
 from lora_shared.peft import apply_lora
-from lora_shared.runs import load_adapter, load_base_model, read_labels, save_random_base
+from lora_shared.runs import (
+    BASE_MODEL_DIR,
+    load_adapter,
+    load_base_model,
+    read_labels,
+    save_random_base,
+    stage_dir,
+)
 
 from . import backbone as _backbone  # noqa: F401  registers the MobileNetV2 backbone with the Auto classes
 
@@ -147,6 +155,40 @@ def load_pretrained_backbone(model, path: Path) -> int:
     return len(own)
 
 
+# ---------------------------------------------------------------- remote code for plain transformers
+# config.json's auto_map entry: the shipped copy of backbone.py registers the backbone, then hands over to
+# the detector's stock config class (backbone.DetectorConfig).
+REMOTE_CODE = {"AutoConfig": f"{Path(_backbone.SHIPPED_FILE).stem}.DetectorConfig"}
+
+
+def needs_remote_code(model) -> bool:
+    """Whether the detector's backbone is ours (transformers alone cannot build it)."""
+    backbone_config = getattr(model.config, "backbone_config", None)
+    return getattr(backbone_config, "model_type", None) == _backbone.MODEL_TYPE
+
+
+def mark_remote_code(model) -> bool:
+    """Put REMOTE_CODE in the config's auto_map (saved in config.json) when the backbone is ours."""
+    if not needs_remote_code(model):
+        return False
+    model.config.auto_map = {**(getattr(model.config, "auto_map", None) or {}), **REMOTE_CODE}
+    return True
+
+
+def ship_remote_code(model, directory) -> Path | None:
+    """Copy backbone.py (the one source: no second version to drift) next to saved weights, under the name
+    that config.json's auto_map gives it, so `trust_remote_code=True` loads without vision_det."""
+    import os
+
+    from lora_shared.io import atomic_write_bytes
+
+    if not needs_remote_code(model) or int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 saves
+        return None
+    target = Path(directory) / _backbone.SHIPPED_FILE
+    atomic_write_bytes(target, Path(_backbone.__file__).read_bytes())
+    return target
+
+
 # ---------------------------------------------------------------- detector
 def build_base(model_args, labels: list[str]):
     """The base detector with a class head for `labels` (a pretrained head of another size is replaced)."""
@@ -174,20 +216,33 @@ def build_base(model_args, labels: list[str]):
         model = AutoModelForObjectDetection.from_config(config)
         if pretrained is not None:
             load_pretrained_backbone(model, pretrained)
-        return model
-    # A checkpoint trained on other classes: its class head is dropped on purpose (new label set).
-    return load_base_model(AutoModelForObjectDetection, model_args, ignore_mismatched_sizes=True, **kwargs)
+    else:
+        # A checkpoint trained on other classes: its class head is dropped on purpose (new label set).
+        model = load_base_model(
+            AutoModelForObjectDetection, model_args, ignore_mismatched_sizes=True, **kwargs
+        )
+    mark_remote_code(model)  # also for bases saved before auto_map was written: their exports get it
+    return model
 
 
 def build_model(model_args, lora_args: LoraArgs, labels: list[str], output_dir=None):
     """Base detector + a fresh LoRA adapter (heads, and whatever else is listed, in modules_to_save).
 
-    With `output_dir`, a random-init (tiny/offline) base is saved there first, before LoRA wraps it.
+    With `output_dir`, the run's image processor is staged for plain transformers users, and a random-init
+    (tiny/offline) base is saved there first, before LoRA wraps it, with the backbone code when it is ours.
+    adapter_config.json then names what a user loads: the saved `<run>/base_model`, or the hub id /
+    offline model name the base came from (never the local cache path it was read from).
     DETR already swaps its backbone's BatchNorms for frozen ones, so no BN statistics drift.
     """
     base = build_base(model_args, labels)
     if output_dir is not None:
-        save_random_base(base, output_dir, model_args)
+        stage_pretrained(build_processor(model_args), output_dir)  # before model_args names the saved base
+        if model_args.model_type:
+            save_random_base(base, output_dir, model_args)
+            ship_remote_code(base, stage_dir(output_dir) / BASE_MODEL_DIR)
+            name_published_base(base, model_args, output_dir)
+        else:
+            base.name_or_path = model_args.model_name_or_path
     return apply_lora(base, lora_args)
 
 

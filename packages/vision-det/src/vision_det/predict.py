@@ -145,11 +145,20 @@ def predict(cfg, inputs: list[str]) -> int:
 
 
 def export(cfg) -> int:
-    """Merge the adapter into the base detector and save a standalone safetensors model dir + processor."""
-    from lora_shared.runs import export_merged, export_target
+    """Merge the adapter into the base detector and save a standalone safetensors model dir + processor
+    (+ the backbone code when it is ours: config.json's auto_map names it for `trust_remote_code=True`)."""
+    from lora_shared.runs import check_export_dir, export_target, export_writer
+
+    from .model import mark_remote_code, ship_remote_code
 
     target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, labels, processor = load_trained(cfg)
-    export_merged(model, target, processor=processor, run_dir=cfg.model.adapter_dir)
+    check_export_dir(target, cfg.model.adapter_dir)
+    merged = model.merge_and_unload()
+    mark_remote_code(merged)
+    with export_writer(target, cfg.model.adapter_dir) as tmp:  # replaces only a previous export
+        merged.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        ship_remote_code(merged, tmp)
     print(f"merged model: {target}")
     return 0

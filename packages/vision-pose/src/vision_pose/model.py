@@ -1,26 +1,36 @@
-"""Models for vision-pose: ViTPose (transformers) or a MobileNetV2 backbone + SimpleBaseline deconvolution
-head, both wrapped in `PoseNet`, which adds the heatmap loss; then LoRA on the backbone, head trained fully.
+"""Models for vision-pose: ViTPose (stock transformers) or a MobileNetV2 backbone + SimpleBaseline deconvolution
+head (`modeling_mobilenet_v2_pose`, shipped as remote code with saved models), both with the heatmap loss;
+then LoRA on the backbone, head trained fully.
+
+Both keep the layout of a model plain transformers loads (ViTPose: `VitPoseForPoseEstimation`; MobileNetV2:
+`AutoModelForPoseEstimation` with `trust_remote_code=True`), so a run's adapter loads with plain peft.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import torch
 from lora_shared.config import LoraArgs
 from lora_shared.errors import UsageError
+from lora_shared.hfload import name_published_base
 from lora_shared.models import from_pretrained, parse_overrides, resolve_model_path
-from lora_shared.modules import freeze_batchnorm
+from lora_shared.modules import freeze_batchnorm, unfreeze_batchnorm
 from lora_shared.peft import apply_lora
-from lora_shared.runs import load_adapter, save_random_base
-from torch import nn
-from transformers.utils import ModelOutput
+from lora_shared.runs import BASE_MODEL_DIR, load_adapter, save_random_base, stage_dir
+from transformers import AutoConfig, AutoModelForPoseEstimation, VitPoseForPoseEstimation
 
+from . import modeling_mobilenet_v2_pose as mnv2_pose
 from .data import CropSettings, Schema, flip_permutation
-from .heatmaps import encode_heatmaps
+from .modeling_mobilenet_v2_pose import (
+    MobileNetV2ForPoseEstimation,
+    MobileNetV2PoseConfig,
+    PoseOutput,
+    heatmap_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,105 +39,78 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KINDS = ("vitpose", "mobilenet_v2")
 DEFAULT_SIZE = (256, 192)  # (height, width): ViTPose's and SimpleBaseline's COCO input
 
-
-@dataclass
-class PoseOutput(ModelOutput):
-    """loss (when labels are given) and heatmaps (B, K, H/stride, W/stride)."""
-
-    loss: torch.Tensor | None = None
-    heatmaps: torch.Tensor | None = None
-
-
-def heatmap_loss(heatmaps: torch.Tensor, labels: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Squared error to Gaussian targets built from labels (B, K, 5) = (u, v, weight, ...), summed over
-    pixels and averaged over labelled keypoints (so the scale does not depend on the heatmap size)."""
-    target = encode_heatmaps(labels[..., :2].float(), heatmaps.shape[-2:], sigma)
-    w = labels[..., 2].float()
-    err = ((heatmaps.float() - target) ** 2).sum((-2, -1))  # (B, K)
-    return (err * w).sum() / w.sum().clamp(min=1.0)
+# Our process knows the MobileNetV2 pose model without remote code; saving it ships the modeling file and
+# writes config.json's auto_map (transformers' mechanism for custom architectures on the hub).
+AutoConfig.register(mnv2_pose.MODEL_TYPE, MobileNetV2PoseConfig, exist_ok=True)
+AutoModelForPoseEstimation.register(MobileNetV2PoseConfig, MobileNetV2ForPoseEstimation, exist_ok=True)
+MobileNetV2PoseConfig.register_for_auto_class()
+MobileNetV2ForPoseEstimation.register_for_auto_class("AutoModelForPoseEstimation")
 
 
-class DeconvHead(nn.Module):
-    """SimpleBaseline (Xiao et al., 2018): 3 x (4x4 stride-2 deconvolution, BN, ReLU) + 1x1 conv -> K heatmaps.
+class VitPoseWithLoss(VitPoseForPoseEstimation):
+    """ViTPose + the heatmap loss (transformers has none: "not yet supported"); weights and layout stock."""
 
-    A 1x1 reduction to `channels` comes first: MobileNetV2 ends in 1280 channels, and a deconvolution
-    straight from them would cost more than the whole backbone.
-    """
+    heatmap_sigma = 2.0  # set per model by build_base; not saved (only training uses it)
 
-    def __init__(self, in_channels: int, num_keypoints: int, channels: int = 256, num_layers: int = 3):
-        super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, channels, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-        ]
-        for _ in range(num_layers):
-            layers += [
-                nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            ]
-        self.deconv = nn.Sequential(*layers)
-        self.final = nn.Conv2d(channels, num_keypoints, 1)
-        for m in self.modules():  # SimpleBaseline's init: small weights so the first heatmaps are ~0
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.001)
-        nn.init.normal_(self.final.weight, std=0.001)
-        nn.init.zeros_(self.final.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.final(self.deconv(x))
-
-
-class PoseNet(nn.Module):
-    """One interface for both architectures: forward(pixel_values, labels=None) -> PoseOutput.
-
-    ViTPose in transformers has no training loss ("not yet supported"), so the loss lives here.
-    """
-
-    def __init__(self, kind: str, sigma: float, vitpose=None, backbone=None, head=None):
-        super().__init__()
-        self.kind, self.sigma = kind, sigma
-        if kind == "vitpose":
-            self.vitpose = vitpose
-        else:
-            self.backbone, self.head = backbone, head
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> PoseOutput:
-        if self.kind == "vitpose":
-            heatmaps = self.vitpose(pixel_values=pixel_values).heatmaps
-        else:
-            heatmaps = self.head(self.backbone(pixel_values).last_hidden_state)
-        loss = heatmap_loss(heatmaps, labels, self.sigma) if labels is not None else None
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> PoseOutput:
+        heatmaps = super().forward(pixel_values=pixel_values, **kwargs).heatmaps
+        loss = heatmap_loss(heatmaps, labels, self.heatmap_sigma) if labels is not None else None
         return PoseOutput(loss=loss, heatmaps=heatmaps)
 
-    @property
-    def inner(self):
-        """The transformers model that holds the (random or pretrained) base weights."""
-        return self.vitpose if self.kind == "vitpose" else self.backbone
+
+def kind_of(model) -> str:
+    """The architecture of a (merged or base) pose model: "vitpose" or "mobilenet_v2"."""
+    return "vitpose" if isinstance(model, VitPoseForPoseEstimation) else "mobilenet_v2"
 
 
-def _kind_of(model_args) -> tuple[str, str | None]:
-    """(kind, resolved path or None for a random model) from --model_type or the checkpoint's config."""
+def save_pose_model(model, directory) -> None:
+    """save_pretrained, as a checkpoint plain transformers loads.
+
+    ViTPose: config.json names the stock class (not our loss subclass). MobileNetV2: real BatchNorms (same
+    numbers as the frozen ones), and transformers writes the modeling file + auto_map next to the weights.
+    """
+    directory = Path(directory)
+    if kind_of(model) == "mobilenet_v2":
+        unfreeze_batchnorm(model.backbone)
+        try:
+            model.save_pretrained(directory, safe_serialization=True)
+        finally:
+            freeze_batchnorm(model.backbone)
+        return
+    model.save_pretrained(directory, safe_serialization=True)
+    name_stock_class(directory)
+
+
+def name_stock_class(directory) -> None:
+    """config.json of a saved ViTPose names `VitPoseForPoseEstimation`, the class users load."""
+    from lora_shared.io import atomic_write_json
+
+    path = Path(directory) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["architectures"] = [VitPoseForPoseEstimation.__name__]
+    atomic_write_json(path, config)
+
+
+def _kind_of(model_args) -> tuple[str, str | None, str | None]:
+    """(kind, resolved path or None for a random model, its model_type) from --model_type or the checkpoint."""
     if model_args.model_type:
         if model_args.model_type not in KINDS:
             raise UsageError(f"model_type must be one of {', '.join(KINDS)}, got {model_args.model_type!r}")
-        return model_args.model_type, None
+        return model_args.model_type, None, None
     if not model_args.model_name_or_path:
         raise UsageError("set model_name_or_path (hub id, local dir, offline model name) or model_type")
-    from transformers import AutoConfig
-
     config = from_pretrained(AutoConfig, model_args.model_name_or_path, revision=model_args.revision)
-    if config.model_type not in KINDS:
+    kind = "mobilenet_v2" if config.model_type == mnv2_pose.MODEL_TYPE else config.model_type
+    if kind not in KINDS:
         raise UsageError(
             f"{model_args.model_name_or_path}: a {config.model_type!r} checkpoint; vision-pose supports "
             f"{', '.join(KINDS)} (ViTPose, or a MobileNetV2 backbone with a heatmap head)"
         )
-    return config.model_type, resolve_model_path(model_args.model_name_or_path)
+    return kind, resolve_model_path(model_args.model_name_or_path), config.model_type
 
 
 def _random_vitpose(overrides: str | None, num_keypoints: int):
-    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation
+    from transformers import VitPoseBackboneConfig, VitPoseConfig
 
     kw = parse_overrides(overrides)
     top = {k: kw.pop(k) for k in ("scale_factor", "use_simple_decoder") if k in kw}
@@ -135,48 +118,85 @@ def _random_vitpose(overrides: str | None, num_keypoints: int):
         backbone = VitPoseBackboneConfig(**kw)
     except TypeError as e:
         raise UsageError(f"config_overrides: {e}") from None
-    return VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, num_labels=num_keypoints, **top))
+    return VitPoseWithLoss(VitPoseConfig(backbone_config=backbone, num_labels=num_keypoints, **top))
 
 
-def build_base(model_args, num_keypoints: int) -> PoseNet:
-    """The base PoseNet (frozen-BN backbone, fresh K-keypoint head), before LoRA."""
-    kind, path = _kind_of(model_args)
+# MobileNetV2Config fields a pose config takes over from a MobileNetV2 checkpoint (not its labels or head).
+_MNV2_FIELDS = (
+    "num_channels",
+    "image_size",
+    "depth_multiplier",
+    "depth_divisible_by",
+    "min_depth",
+    "expand_ratio",
+    "output_stride",
+    "first_layer_is_expansion",
+    "finegrained_output",
+    "hidden_act",
+    "tf_padding",
+    "classifier_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+)
+
+
+def _mobilenet_pose(model_args, num_keypoints: int, path, model_type):
+    """MobileNetV2 + a fresh K-keypoint head: random, on a MobileNetV2 checkpoint's weights, or a saved pose
+    model (a run's base_model/ or an export: its head gives way if the keypoint count differs)."""
+    from transformers import MobileNetV2Model
+
+    head = {"num_labels": num_keypoints, "head_channels": model_args.head_channels}
+    head["heatmap_sigma"] = model_args.heatmap_sigma
+    if path is None:
+        try:
+            return MobileNetV2ForPoseEstimation(
+                MobileNetV2PoseConfig(**parse_overrides(model_args.config_overrides), **head)
+            )
+        except TypeError as e:
+            raise UsageError(f"config_overrides: {e}") from None
+    if model_type == mnv2_pose.MODEL_TYPE:
+        return from_pretrained(
+            MobileNetV2ForPoseEstimation,
+            path,
+            revision=model_args.revision,
+            ignore_mismatched_sizes=True,
+            **head,
+        )
+    backbone = from_pretrained(MobileNetV2Model, path, revision=model_args.revision)
+    fields = {k: getattr(backbone.config, k) for k in _MNV2_FIELDS if hasattr(backbone.config, k)}
+    model = MobileNetV2ForPoseEstimation(MobileNetV2PoseConfig(**fields, **head))
+    backbone.pooler = None  # pose needs the feature map, not the pooled vector
+    model.backbone = backbone  # the checkpoint's weights (its classifier head is not loaded)
+    return model
+
+
+def build_base(model_args, num_keypoints: int):
+    """The base model (frozen-BN backbone, fresh K-keypoint head) with the heatmap loss, before LoRA."""
+    kind, path, model_type = _kind_of(model_args)
     if kind == "vitpose":
         if path is None:
             net = _random_vitpose(model_args.config_overrides, num_keypoints)
         else:
-            from transformers import VitPoseForPoseEstimation
-
             # A checkpoint with another keypoint count (COCO: 17) gets a new head conv, on purpose.
             net = from_pretrained(
-                VitPoseForPoseEstimation,
+                VitPoseWithLoss,
                 path,
                 revision=model_args.revision,
                 num_labels=num_keypoints,
                 ignore_mismatched_sizes=True,
             )
-        return PoseNet(kind, model_args.heatmap_sigma, vitpose=net)
-    from transformers import MobileNetV2Config, MobileNetV2Model
-
-    if path is None:
-        try:
-            backbone = MobileNetV2Model(MobileNetV2Config(**parse_overrides(model_args.config_overrides)))
-        except TypeError as e:
-            raise UsageError(f"config_overrides: {e}") from None
-    else:
-        backbone = from_pretrained(MobileNetV2Model, path, revision=model_args.revision)
-    backbone.pooler = None  # pose needs the feature map, not the pooled vector
+        net.heatmap_sigma = model_args.heatmap_sigma
+        return net
+    net = _mobilenet_pose(model_args, num_keypoints, path, model_type)
     # LoRA freezes the base, but BN in train mode still rewrites its statistics (not saved with the adapter).
-    freeze_batchnorm(backbone)
-    channels = backbone.conv_1x1.convolution.out_channels
-    head = DeconvHead(channels, num_keypoints, model_args.head_channels)
-    return PoseNet(kind, model_args.heatmap_sigma, backbone=backbone, head=head)
+    freeze_batchnorm(net.backbone)
+    return net
 
 
-def input_size(model_args, base: PoseNet) -> tuple[int, int]:
+def input_size(model_args, base) -> tuple[int, int]:
     """(height, width) of the crops: ViTPose's is fixed by its position embeddings."""
-    if base.kind == "vitpose":
-        h, w = base.vitpose.config.backbone_config.image_size
+    if kind_of(base) == "vitpose":
+        h, w = base.config.backbone_config.image_size
         asked = (model_args.image_height or h, model_args.image_width or w)
         if asked != (h, w):
             raise UsageError(
@@ -190,7 +210,7 @@ def input_size(model_args, base: PoseNet) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def heatmap_size(base: PoseNet, height: int, width: int) -> tuple[int, int]:
+def heatmap_size(base, height: int, width: int) -> tuple[int, int]:
     """Heatmap (height, width) for this input, found by one forward pass (stride differs per model)."""
     was = base.training
     base.eval()
@@ -202,7 +222,7 @@ def heatmap_size(base: PoseNet, height: int, width: int) -> tuple[int, int]:
     return hh, hw
 
 
-def crop_settings(model_args, data_args, base: PoseNet, names: list[str], train: bool) -> CropSettings:
+def crop_settings(model_args, data_args, base, names: list[str], train: bool) -> CropSettings:
     """Geometry + augmentation of the crops this model is trained / evaluated on."""
     h, w = input_size(model_args, base)
     hh, hw = heatmap_size(base, h, w)
@@ -222,19 +242,38 @@ def crop_settings(model_args, data_args, base: PoseNet, names: list[str], train:
 
 
 def build_model(model_args, lora_args: LoraArgs, num_keypoints: int, output_dir=None):
-    """Base PoseNet + a fresh LoRA adapter on the backbone (the head in modules_to_save).
+    """Base model + a fresh LoRA adapter on the backbone (the head in modules_to_save).
 
-    With `output_dir`, a randomly initialised (tiny) base is saved there first, before LoRA wraps it.
+    With `output_dir`, the base is saved there first, before LoRA wraps it, when no hub id or file names
+    it: a randomly initialised (tiny) one, and any MobileNetV2 one (its new head exists nowhere else).
+    adapter_config.json then names what a user loads: that `<run>/base_model`, or the hub id / offline
+    model name of a ViTPose base (never the local cache path it was read from).
     """
     base = build_base(model_args, num_keypoints)
     if output_dir is not None and model_args.model_type:
-        from lora_shared.modules import unfreeze_batchnorm
+        save_random_base(_Saver(base), output_dir, model_args)
+        name_published_base(base, model_args, output_dir)
+    elif output_dir is not None and kind_of(base) == "mobilenet_v2":
+        from lora_shared.io import atomic_dir
 
-        # The saved base must load as a stock transformers checkpoint: real BatchNorms, same numbers.
-        unfreeze_batchnorm(base.inner)
-        save_random_base(base.inner, output_dir, model_args)
-        freeze_batchnorm(base.inner)
+        target = stage_dir(output_dir) / BASE_MODEL_DIR  # published with the adapter, as a random base is
+        if int(os.environ.get("RANK", "0")) == 0:  # DDP ranks build the same base: one writer
+            with atomic_dir(target) as tmp:
+                save_pose_model(base, tmp)
+        base.name_or_path = str(Path(output_dir).resolve() / BASE_MODEL_DIR)
+    elif output_dir is not None:
+        base.name_or_path = model_args.model_name_or_path
     return apply_lora(base, lora_args)
+
+
+class _Saver:
+    """What `save_random_base` calls `save_pretrained` on: the model, saved the way plain users load it."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def save_pretrained(self, directory, **_kwargs) -> None:
+        save_pose_model(self.model, directory)
 
 
 def read_run_info(adapter_dir) -> dict:
@@ -255,11 +294,30 @@ def read_run_info(adapter_dir) -> dict:
     return info
 
 
+def _refuse_wrapped_vitpose_adapter(adapter_dir) -> None:
+    """Older runs trained ViTPose inside a wrapper (adapter keys under `vitpose.`): say so, not "another model"."""
+    from lora_shared.runs import find_adapter_dir
+    from safetensors import SafetensorError, safe_open
+
+    path = find_adapter_dir(adapter_dir) / "adapter_model.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            wrapped = any(k.startswith("base_model.model.vitpose.") for k in f.keys())
+    except (SafetensorError, OSError):
+        return  # missing or damaged: load_adapter names the file and the fix
+    if wrapped:
+        raise UsageError(
+            f"{path}: trained by an older vision-pose (ViTPose wrapped, keys under `vitpose.`); "
+            "train it again with this version (its adapter then loads on a stock ViTPose)"
+        )
+
+
 def load_trained(cfg):
     """(model with adapter, schema, sigmas, eval CropSettings) for eval / predict / export."""
     if not cfg.model.adapter_dir:
         raise UsageError("pass --adapter_dir (the output_dir of a finished `train` run)")
     info = read_run_info(cfg.model.adapter_dir)
+    _refuse_wrapped_vitpose_adapter(cfg.model.adapter_dir)
     schema = Schema.from_json(info)
     base = build_base(cfg.model, schema.num_keypoints)
     model = load_adapter(base, Path(cfg.model.adapter_dir))
@@ -268,20 +326,14 @@ def load_trained(cfg):
     return model, schema, info["sigmas"], settings
 
 
-def load_exported(path) -> PoseNet:
-    """Rebuild the PoseNet that `export` wrote (merged weights, no peft needed)."""
-    from safetensors.torch import load_file
-    from transformers import MobileNetV2Model, VitPoseForPoseEstimation
-
+def load_exported(path):
+    """Rebuild the model that `export` wrote (merged weights, no peft needed), with the heatmap loss."""
     path = Path(path)
     info = json.loads((path / KEYPOINTS_FILE).read_text())
     if info["kind"] == "vitpose":
-        vitpose = VitPoseForPoseEstimation.from_pretrained(path, use_safetensors=True)  # never a pickle
-        return PoseNet("vitpose", 2.0, vitpose=vitpose).eval()
-    backbone = MobileNetV2Model.from_pretrained(path / "backbone", use_safetensors=True)
-    backbone.pooler = None
-    head = DeconvHead(
-        backbone.conv_1x1.convolution.out_channels, len(info["keypoints"]), info["head_channels"]
-    )
-    head.load_state_dict(load_file(str(path / "head.safetensors")))
-    return PoseNet("mobilenet_v2", 2.0, backbone=backbone, head=head).eval()
+        return VitPoseWithLoss.from_pretrained(path, use_safetensors=True).eval()  # never a pickle
+    if (path / "backbone").is_dir():  # the layout before the pose model was one checkpoint
+        raise UsageError(
+            f"{path}: an export of an older vision-pose (backbone/ + head.safetensors); export the run again"
+        )
+    return MobileNetV2ForPoseEstimation.from_pretrained(path, use_safetensors=True).eval()

@@ -272,33 +272,28 @@ def predict(cfg, inputs: list[str]) -> int:
 
 
 def export(cfg) -> int:
-    """Merge the adapter into the base and save a standalone model dir.
+    """Merge the adapter into the base and save a standalone model dir that plain transformers loads.
 
-    ViTPose: a stock `VitPoseForPoseEstimation` checkpoint. MobileNetV2: `backbone/` (a stock
-    `MobileNetV2Model`) + `head.safetensors`; `vision_pose.model.load_exported` rebuilds either.
+    ViTPose: a stock `VitPoseForPoseEstimation` checkpoint. MobileNetV2: its modeling file ships next to the
+    weights (config.json's auto_map), for `AutoModelForPoseEstimation.from_pretrained(dir,
+    trust_remote_code=True)`. keypoints.json holds the schema and crop size; `load_exported` rebuilds either.
     """
     from lora_shared.io import atomic_write_json
-    from lora_shared.modules import unfreeze_batchnorm
     from lora_shared.runs import export_target, export_writer
-    from safetensors.torch import save_file
+
+    from .model import kind_of, save_pose_model
 
     target = export_target(cfg.infer.export_dir, cfg.model.adapter_dir)  # refused before loading: exit 2
     model, schema, sigmas, settings = load_trained(cfg)
     info = {**schema.as_json(sigmas), "image_height": settings.height, "image_width": settings.width}
     merged = model.merge_and_unload()
+    merged.config.id2label = dict(enumerate(schema.names))
+    merged.config.label2id = {n: i for i, n in enumerate(schema.names)}
+    kind = kind_of(merged)
+    if kind == "mobilenet_v2":
+        info["head_channels"] = cfg.model.head_channels
     with export_writer(target, cfg.model.adapter_dir) as tmp:  # replaces only a previous export
-        if merged.kind == "vitpose":
-            merged.vitpose.config.id2label = dict(enumerate(schema.names))
-            merged.vitpose.config.label2id = {n: i for i, n in enumerate(schema.names)}
-            merged.vitpose.save_pretrained(tmp, safe_serialization=True)
-        else:
-            unfreeze_batchnorm(merged.backbone)
-            merged.backbone.save_pretrained(tmp / "backbone", safe_serialization=True)
-            save_file(
-                {k: v.contiguous() for k, v in merged.head.state_dict().items()},
-                str(tmp / "head.safetensors"),
-            )
-            info["head_channels"] = cfg.model.head_channels
-        atomic_write_json(tmp / "keypoints.json", {**info, "kind": merged.kind})
+        save_pose_model(merged, tmp)
+        atomic_write_json(tmp / "keypoints.json", {**info, "kind": kind})
     print(f"merged model: {target}")
     return 0
