@@ -208,7 +208,7 @@ def cpu_distributed_env() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"
 
 
-def _command_groups(app: App, command: Command) -> tuple[list, list]:
+def command_groups(app: App, command: Command) -> tuple[list, list]:
     """(config groups, the command's extra groups) as field lists read from source: no torch import."""
     from .helptext import read_groups
 
@@ -220,7 +220,7 @@ def _command_help(app: App, command: Command, show_all: bool = False) -> str:
     from .config import bundled_configs
     from .helptext import render_command_help
 
-    groups, extra = _command_groups(app, command)
+    groups, extra = command_groups(app, command)
     return render_command_help(
         app.prog,
         command.name,
@@ -235,12 +235,12 @@ def _command_help(app: App, command: Command, show_all: bool = False) -> str:
     )
 
 
-def _check_flag_names(app: App, command: Command, argv: list[str]) -> None:
+def check_flag_names(app: App, command: Command, argv: list[str]) -> None:
     """A misspelt flag is one line with the closest name, before torch/transformers load (seconds, not a minute)."""
     from .helptext import find_unknown_flags, flag_names, unknown_flag_message
 
     try:
-        groups, extra = _command_groups(app, command)
+        groups, extra = command_groups(app, command)
     except Exception:  # a source the help reader trips on: parse_config names unknown flags too, just later
         return
     known = flag_names(groups + extra) | {"config"}
@@ -293,7 +293,7 @@ def _run_app(app: App, argv: list[str] | None) -> int:
         print(_command_help(app, command, show_all="--help-all" in rest))
         return 0
     try:
-        _check_flag_names(app, command, rest)
+        check_flag_names(app, command, rest)
     except UsageError as e:
         print(f"{app.prog} {name}: error: {e}", file=sys.stderr)
         return e.exit_code

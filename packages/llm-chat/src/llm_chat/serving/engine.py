@@ -362,6 +362,24 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    def add_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter dir as model `name` (the web UI's freshly trained run), between batches."""
+        from peft import PeftModel
+
+        if name in self.model_ids():
+            raise ValueError(f"a model named {name!r} is already served")
+        # Holding the lock keeps the worker from taking the next batch; wait out the running one.
+        with self._cv:
+            while self.in_flight:
+                time.sleep(0.01)
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+            self.model.eval()
+            self._active_adapter = self.model.active_adapter
+            self.adapters = adapter_names(self.model)
+
     # -- submitting ---------------------------------------------------------------------------------------
     def submit(self, req: GenRequest, sink: Callable[[tuple], None]) -> Job:
         """Queue a generation; raises QueueFull when max_queue requests are already waiting."""

@@ -1,5 +1,6 @@
 """Gradio web UI (`llm-chat webui`): streaming chat, base-vs-tuned side by side, generation controls,
-adapter picker and a memory/device panel.
+adapter picker, a Train tab (launch any app's `train`, live curves and log, stop/resume, load the finished
+adapter into Chat/Compare; serving/training.py runs it) and a self-refreshing memory/device/training panel.
 
 The UI talks to the same `engine.Engine` as the HTTP API (one model, one worker thread, one queue):
 `mount_ui` puts it on the API app, which is what `llm-chat webui` (= `serve` with the UI) does: the UI at
@@ -13,10 +14,12 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .engine import Engine, GenRequest
 from .schema import ApiError, QueueFull
+from .training import KNOBS, RunManager, available_apps, bundled_configs, train_argv
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +151,71 @@ def _info_markdown(info: dict[str, Any]) -> str:
     return "| | value |\n|---|---|\n" + rows
 
 
+def training_summary(st: dict[str, Any]) -> dict[str, Any]:
+    """The System tab's view of the training run: app, state, step/max, loss, elapsed."""
+    if st.get("state", "idle") == "idle":
+        return {"training": "none"}
+    out = {
+        "training": f"{st['app']} ({st['state']})",
+        "training_step": f"{st['step']}/{st['max_steps'] or '?'}",
+        "training_loss": "-" if st.get("loss") is None else round(float(st["loss"]), 4),
+        "training_elapsed_s": st["elapsed_s"],
+    }
+    if st.get("eval_loss") is not None:
+        out["training_eval_loss"] = round(float(st["eval_loss"]), 4)
+    return out
+
+
+def status_line(st: dict[str, Any]) -> str:
+    """One line for the Train tab: the state and progress, or the CLI's error line."""
+    state = st.get("state", "idle")
+    if state == "idle":
+        return "no run yet"
+    progress = f"step {st['step']}/{st['max_steps'] or '?'}"
+    loss = "" if st.get("loss") is None else f" · loss {float(st['loss']):.4f}"
+    head = f"**{state}** · `{st['app']}` · {progress}{loss} · {st['elapsed_s']} s"
+    if st.get("error"):
+        return f"{head}\n\n**error:** `{st['error']}`"
+    if state == "finished":
+        return f"{head} · adapter in `{st['adapter_dir']}`"
+    return head
+
+
+def curve_figure(rows: list[dict]):
+    """The Train tab's loss / eval-loss curves as a matplotlib figure (None before the first row)."""
+    df = curve_frame(rows)
+    if df.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=100)
+    for name, part in df.groupby("series", sort=False):
+        ax.plot(part["step"], part["value"], marker="o", markersize=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    plt.close(fig)  # gradio renders it; pyplot must not keep every figure alive
+    return fig
+
+
+def curve_frame(rows: list[dict]):
+    """metrics.jsonl rows -> a long DataFrame (step, value, series) for gr.LinePlot: loss and eval_loss."""
+    import pandas as pd
+
+    points = [
+        {"step": int(r["step"]), "value": float(r[key]), "series": key}
+        for r in rows
+        for key in ("loss", "eval_loss")
+        if isinstance(r.get(key), int | float)
+    ]
+    return pd.DataFrame(points, columns=["step", "value", "series"])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The Blocks app
 # ----------------------------------------------------------------------------------------------------------
@@ -158,10 +226,17 @@ def build_ui(
     temperature: float = 0.7,
     top_p: float = 0.9,
     max_tokens_limit: int = 2048,
+    runs: RunManager | None = None,
 ):
     """The Gradio Blocks for `engine` (not launched: mount it with `mount_ui` or run `webui`)."""
     import gradio as gr
 
+    if runs is None:
+        import atexit
+
+        runs = RunManager()
+        atexit.register(runs.shutdown)  # the run has its own session: the server's Ctrl-C does not reach it
+    apps = available_apps()
     models = engine.model_ids()
     tuned = engine.adapters[0] if engine.adapters else engine.base_name
     limit = max(1, min(max_tokens_limit, engine.context_length - 1))
@@ -207,8 +282,46 @@ def build_ui(
                         left_out = gr.Textbox(label="Left answer", lines=10, elem_classes="compare-out")
                         right_out = gr.Textbox(label="Right answer", lines=10, elem_classes="compare-out")
                     with gr.Row():
-                        left_stats = gr.Markdown("")
-                        right_stats = gr.Markdown("")
+                        left_stats = gr.Markdown("", elem_id="compare-left-stats")
+                        right_stats = gr.Markdown("", elem_id="compare-right-stats")
+                with gr.Tab("Train"):
+                    gr.Markdown(
+                        "Runs `<app> train --config C --output_dir D [--flag value ...]` as its own process. "
+                        "Empty knobs keep the config's value."
+                    )
+                    with gr.Row():
+                        app_dd = gr.Dropdown(apps, value=apps[0], label="App", elem_id="train-app")
+                        config_dd = gr.Dropdown(
+                            bundled_configs(apps[0]),
+                            value="tiny",
+                            label="Config (bundled name or a YAML path)",
+                            allow_custom_value=True,
+                            elem_id="train-config",
+                        )
+                        out_box = gr.Textbox(
+                            label="Output dir (empty = a new one under runs/)", elem_id="train-output"
+                        )
+                    knob_boxes = []
+                    for i in range(0, len(KNOBS), 5):
+                        with gr.Row():
+                            for name, label in KNOBS[i : i + 5]:
+                                knob_boxes.append(gr.Textbox(label=label, elem_id=f"knob-{name}"))
+                    extra_box = gr.Textbox(
+                        label="More flags (e.g. --max_length 512 --warmup_ratio 0.1)", elem_id="train-extra"
+                    )
+                    with gr.Row():
+                        launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch")
+                        stop_train = gr.Button("Stop (saves a checkpoint)", elem_id="train-stop")
+                        resume_btn = gr.Button("Resume", elem_id="train-resume")
+                        load_btn = gr.Button("Load adapter into Chat/Compare", elem_id="train-load")
+                    # Action answers (the CLI's error line, "loaded ...") stay put; the status line is polled.
+                    train_msg = gr.Markdown("", elem_id="train-message")
+                    train_status = gr.Markdown("no run yet", elem_id="train-status")
+                    train_plot = gr.Plot(label="Loss", elem_id="train-plot")
+                    curve_rows = gr.State(-1)  # rows drawn so far: redraw only when metrics.jsonl grew
+                    train_log = gr.Textbox(
+                        label="Log (tail)", lines=12, max_lines=12, autoscroll=True, elem_id="train-log"
+                    )
                 with gr.Tab("System"):
                     sys_md = gr.Markdown(_info_markdown(system_info(engine)), elem_id="system-info")
                     refresh = gr.Button("Refresh", elem_id="system-refresh")
@@ -302,7 +415,68 @@ def build_ui(
                 yield texts[0], texts[1], stats[0], stats[1]
 
         def refresh_info():
-            return _info_markdown(system_info(engine))
+            return _info_markdown({**system_info(engine), **training_summary(runs.status())})
+
+        # -- Train tab: every action answers with the status line; errors are the CLI's own line --------
+        def pick_app(app):
+            names = bundled_configs(app)
+            return gr.update(choices=names, value="tiny" if "tiny" in names else (names or [""])[0])
+
+        def launch(app, config, out, extra, *knob_values):
+            from lora_shared.errors import UsageError
+
+            out = (out or "").strip() or str(Path("runs") / f"{app}-webui-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                argv = train_argv(app, config or "default", out, dict(zip(knob_names, knob_values)), extra)
+                runs.launch(app, argv)
+            except ValueError as e:  # shlex: an unclosed quote in the extra flags
+                return f"**error:** `{app} train: error: more flags: {e}`"
+            except UsageError as e:
+                return f"**error:** `{_cli_line(app, e)}`"
+            return f"launched `{runs.run.command}`"
+
+        def resume():
+            from lora_shared.errors import UsageError
+
+            try:
+                runs.resume()
+            except UsageError as e:
+                app = runs.run.app if runs.run else "train"
+                return f"**error:** `{_cli_line(app, e)}`"
+            return f"resumed `{runs.run.command}`"
+
+        def poll(drawn):
+            st = runs.status()
+            rows = st.get("rows", [])
+            fig = curve_figure(rows) if len(rows) != drawn else gr.update()
+            return status_line(st), fig, st.get("log", ""), len(rows)
+
+        def load_adapter():
+            from ..model import adapter_name
+
+            st = runs.status()
+            if st.get("state") != "finished" or st.get("app") != "llm-chat":
+                msg = (
+                    "**error:** load needs a finished llm-chat run (this one is "
+                    + st.get("state", "idle")
+                    + ")"
+                )
+                return (msg, *[gr.update()] * 3)
+            name, base = adapter_name(st["adapter_dir"]), adapter_name(st["adapter_dir"])
+            n = 2
+            while name in engine.model_ids():
+                name, n = f"{base}-{n}", n + 1
+            try:
+                engine.add_adapter(name, st["adapter_dir"])
+            except Exception as e:  # a run on another base (shapes differ): say so, keep serving
+                return (f"**error:** cannot load {st['adapter_dir']}: {e}", *[gr.update()] * 3)
+            ids = engine.model_ids()
+            return (
+                f"loaded adapter `{name}` into the engine: pick it in Chat or Compare",
+                gr.update(choices=ids, value=name),
+                gr.update(choices=ids),
+                gr.update(choices=ids, value=name),
+            )
 
         gen_inputs = [chatbot, model_dd, system, max_new, temp, topp, stops]
         for trigger in (msg.submit, send.click):
@@ -318,7 +492,25 @@ def build_ui(
         )
         refresh.click(refresh_info, None, sys_md)
         demo.load(refresh_info, None, sys_md)
+
+        knob_names = [name for name, _ in KNOBS]
+        app_dd.change(pick_app, app_dd, config_dd, queue=False)
+        launch_btn.click(launch, [app_dd, config_dd, out_box, extra_box, *knob_boxes], train_msg)
+        stop_train.click(lambda: runs.stop(), None, train_msg, queue=False)
+        resume_btn.click(resume, None, train_msg)
+        load_btn.click(load_adapter, None, [train_msg, model_dd, left_dd, right_dd])
+        # Live views: the run's curves/log every 1.5 s, the System panel every 2 s (no Refresh needed).
+        gr.Timer(1.5).tick(
+            poll, curve_rows, [train_status, train_plot, train_log, curve_rows], show_progress="hidden"
+        )
+        gr.Timer(2.0).tick(refresh_info, None, sys_md, show_progress="hidden")
     return demo
+
+
+def _cli_line(app: str, e: Exception) -> str:
+    """`<app> train: error: ...` exactly as the CLI prints it (validate() already returns that shape)."""
+    text = str(e)
+    return text if text.startswith(f"{app} train:") else f"{app} train: error: {text}"
 
 
 def _plain(content: Any) -> str:
