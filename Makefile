@@ -18,7 +18,7 @@ install: ## install every app + dev tools into .venv (uv sync)
 	uv sync --frozen
 
 test: ## fast offline test suite, all packages (slow/gpu deselected)
-	$(UV) pytest -n 2 --dist loadfile
+	$(UV) pytest -n 2 --dist loadfile -rs  # -rs: every skipped test with its reason
 
 test-slow: ## the slow tests (real weights via `make models`, long runs)
 	$(UV) pytest -m slow

@@ -95,13 +95,14 @@ DEMO_EVAL: dict[str, dict[str, object]] = {
 # pass, where a separate base run would cost a model load and, for some apps, is refused (max_steps 0).
 BASE_OVERRIDES: dict[str, object] = {"eval_on_start": True}
 
-# Planned minutes per app on 2 idle CPU cores, 20 in all with `make models` up to date (README: measured).
+# Planned minutes per app on 2 idle CPU cores: the fresh-clone `make demo` of 2026-12-01 (README), 19.1 min in
+# all with `make models` up to date.
 DEMO_BUDGET_MIN = {
-    "vision-cls": 1.5,  # 0.8 measured
-    "text-classifier": 3.5,  # one epoch of Gemma-3-270M at ~3.6 s/step + three evals
-    "vision-det": 3.5,  # 250 D-FINE steps + two evals of 100 images
-    "vision-pose": 3.5,  # 400 steps at ~0.4 s + evals
-    "llm-chat": 8.0,  # 21 steps at ~15 s (upper-half LoRA) + a batched generation eval (base and tuned)
+    "vision-cls": 1.0,  # 0.5 measured
+    "text-classifier": 3.5,  # 3.6: one epoch of Gemma-3-270M + three evals of 222 questions
+    "vision-det": 4.5,  # 4.5: 250 D-FINE steps + evals of 100 images at start, epochs 1 and 2, end
+    "vision-pose": 3.5,  # 3.2: 400 steps + evals
+    "llm-chat": 7.5,  # 7.0: 21 steps (upper-half LoRA) + a batched generation eval (base and tuned)
 }
 DEFAULT_BUDGET_MIN = 3.0
 # The caps --budget_scale multiplies: steps and how many samples/items are used. Not max_new_tokens or
