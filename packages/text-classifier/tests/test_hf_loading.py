@@ -7,11 +7,10 @@ usage snippets of the run's and the export's README.md as written there, from a 
 """
 
 import json
-import os
 import subprocess
 import sys
 
-from lora_shared.testing import BLOCK_LORAWORKS
+from lora_shared.testing import BLOCK_LORAWORKS, run_without_loraworks
 from text_classifier.cli import main
 
 PLAIN_LOAD = """
@@ -21,11 +20,6 @@ from pathlib import Path
 import torch
 
 run, export, texts = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-
-def card_snippet(where, placeholder):
-    text = (Path(where) / "README.md").read_text(encoding="utf-8")
-    return re.search(r"```python\\n(.*?)```", text, re.S).group(1).replace(placeholder, where)
 
 
 card = {}
@@ -52,21 +46,6 @@ TEXTS = [
     "今天天气怎么样",
     "数据平台的权限怎么申请" * 20,
 ]  # the last one is longer than max_length
-
-
-def run_plain(script: str, cwd, *args) -> dict:
-    """Run `script` with `python -I` (no cwd / user site on sys.path) and the loraworks block; its JSON."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", BLOCK_LORAWORKS + script, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_block_is_real(tmp_path):
@@ -102,7 +81,7 @@ def test_run_and_export_load_with_plain_transformers_and_peft(tmp_path, capsys):
 
     elsewhere = tmp_path / "elsewhere"  # not the run dir: no path in the run may be relative to it
     elsewhere.mkdir()
-    plain = run_plain(PLAIN_LOAD, elsewhere, run, export, *TEXTS)
+    plain = run_without_loraworks(PLAIN_LOAD, elsewhere, run, export, *TEXTS, timeout=600)
     assert plain["leaked"] == []
     for key in ("run", "export"):
         for mine, theirs in zip(ours, plain[key], strict=True):

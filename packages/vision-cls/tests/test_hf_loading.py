@@ -7,12 +7,11 @@ usage snippets of the run's and the export's README.md as written there, from a 
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from lora_shared.testing import BLOCK_LORAWORKS
+from lora_shared.testing import BLOCK_LORAWORKS, run_without_loraworks
 from vision_cls.cli import main
 
 PLAIN_LOAD = """
@@ -24,11 +23,6 @@ from PIL import Image
 from peft import AutoPeftModel
 
 run, export, images = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-
-def card_snippet(where, placeholder):
-    text = (Path(where) / "README.md").read_text(encoding="utf-8")
-    return re.search(r"```python\\n(.*?)```", text, re.S).group(1).replace(placeholder, where)
 
 
 def scores(model, processor):
@@ -56,21 +50,6 @@ exported = [{d["label"]: d["score"] for d in r} for r in merged["classify"](imag
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"run": run_scores, "auto": auto_scores, "export": exported, "leaked": leaked}))
 """
-
-
-def run_plain(script: str, cwd, *args) -> dict:
-    """Run `script` with `python -I` (no cwd / user site on sys.path) and the loraworks block; its JSON."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", BLOCK_LORAWORKS + script, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_block_is_real(tmp_path):
@@ -127,7 +106,7 @@ def test_run_and_export_load_with_plain_transformers_and_peft(tmp_path, images, 
     elsewhere = tmp_path / "elsewhere"  # not the run dir: no path in the run may be relative to it
     elsewhere.mkdir()
     (elsewhere / "photo.jpg").write_bytes(images[0].read_bytes())  # what the card snippets classify
-    plain = run_plain(PLAIN_LOAD, elsewhere, run, export, *images)
+    plain = run_without_loraworks(PLAIN_LOAD, elsewhere, run, export, *images, timeout=600)
     assert plain["leaked"] == []
     for key in ("run", "auto", "export"):
         for mine, theirs in zip(ours, plain[key], strict=True):

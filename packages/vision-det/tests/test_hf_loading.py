@@ -7,15 +7,11 @@ block is real), as for a user with only torch, transformers and peft. It runs th
 and the export's README.md as written there, from a directory other than the run.
 """
 
-import ast
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from lora_shared.testing import BLOCK_LORAWORKS
+from lora_shared.testing import import_roots, run_without_loraworks
 from vision_det import backbone
 from vision_det.cli import main
 
@@ -28,11 +24,6 @@ from PIL import Image
 from transformers import AutoModelForObjectDetection
 
 run, export, images = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-
-def card_snippet(where, placeholder):
-    text = (Path(where) / "README.md").read_text(encoding="utf-8")
-    return re.search(r"```python\\n(.*?)```", text, re.S).group(1).replace(placeholder, where)
 
 
 def outputs(model, processor):
@@ -77,31 +68,9 @@ DFINE_TINY = [
 ]  # fmt: skip
 
 
-def run_plain(script: str, cwd, *args) -> dict:
-    """Run `script` with `python -I` (no cwd / user site on sys.path) and the loraworks block; its JSON."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(cwd) / "hf_modules")}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", BLOCK_LORAWORKS + script, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def test_shipped_backbone_imports_only_torch_and_transformers():
     """backbone.py is the remote code itself: an import of ours there would fail for every plain user."""
-    tree = ast.parse(Path(backbone.__file__).read_text(encoding="utf-8"))
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "a relative import would need a second shipped file"
-            roots.add(node.module.split(".")[0])
+    roots = import_roots(backbone.__file__)
     assert roots <= {"__future__", "torch", "transformers"}, roots
 
 
@@ -161,7 +130,7 @@ def test_mobilenet_run_and_export_load_with_plain_transformers_and_peft(tmp_path
     elsewhere = tmp_path / "elsewhere"  # not the run dir: no path in the run may be relative to it
     elsewhere.mkdir()
     (elsewhere / "photo.jpg").write_bytes(images[0].read_bytes())  # what the card snippets detect in
-    plain = run_plain(PLAIN_LOAD, elsewhere, run, export, *images)
+    plain = run_without_loraworks(PLAIN_LOAD, elsewhere, run, export, *images)
     assert plain["leaked"] == []
     assert plain["backbone_module"].startswith("transformers_modules.")  # the shipped file, not vision_det
     assert all(n > 0 for n in plain["pipeline"])

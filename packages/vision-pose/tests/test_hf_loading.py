@@ -7,15 +7,11 @@ block is real), as for a user with only torch, transformers and peft. It runs th
 and the export's README.md as written there, from a directory other than the run.
 """
 
-import ast
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from lora_shared.testing import BLOCK_LORAWORKS
+from lora_shared.testing import import_roots, run_without_loraworks
 from vision_pose import modeling_mobilenet_v2_pose as modeling
 from vision_pose.cli import main
 
@@ -27,11 +23,6 @@ import torch
 from safetensors.torch import load_file
 
 run, export, crops = sys.argv[1], sys.argv[2], load_file(sys.argv[3])["crops"]
-
-
-def card_snippet(where, placeholder):
-    text = (Path(where) / "README.md").read_text(encoding="utf-8")
-    return re.search(r"```python\\n(.*?)```", text, re.S).group(1).replace(placeholder, where)
 
 
 card = {}
@@ -59,31 +50,9 @@ KINDS = {
 }  # fmt: skip
 
 
-def run_plain(script: str, cwd, *args) -> dict:
-    """Run `script` with `python -I` (no cwd / user site on sys.path) and the loraworks block; its JSON."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(cwd) / "hf_modules")}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", BLOCK_LORAWORKS + script, *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def test_modeling_file_imports_only_torch_and_transformers():
     """The modeling file is the remote code itself: an import of ours there would fail for every plain user."""
-    tree = ast.parse(Path(modeling.__file__).read_text(encoding="utf-8"))
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "a relative import would need a second shipped file"
-            roots.add(node.module.split(".")[0])
+    roots = import_roots(modeling.__file__)
     assert roots <= {"__future__", "dataclasses", "torch", "transformers"}, roots
 
 
@@ -126,7 +95,7 @@ def test_run_and_export_load_with_plain_transformers_and_peft(kind, tmp_path):
 
     elsewhere = tmp_path / "elsewhere"  # not the run dir: no path in the run may be relative to it
     elsewhere.mkdir()
-    plain = run_plain(PLAIN_LOAD, elsewhere, run, export, tmp_path / "crops.safetensors")
+    plain = run_without_loraworks(PLAIN_LOAD, elsewhere, run, export, tmp_path / "crops.safetensors")
     assert plain["leaked"] == []
     expected_module = "transformers_modules." if kind == "mobilenet_v2" else "transformers.models.vitpose"
     assert plain["module"].startswith(expected_module), plain["module"]

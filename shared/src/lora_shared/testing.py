@@ -98,3 +98,54 @@ except ImportError:
 else:
     raise SystemExit("the loraworks import block did not work")
 """
+
+# Defined for every plain-loading script: the ```python``` usage snippet of a run's or an export's README.md
+# (its model card), with the card's placeholder path replaced by the real one.
+CARD_SNIPPET = """
+import re as _re
+from pathlib import Path as _Path
+def card_snippet(where, placeholder):
+    text = (_Path(where) / "README.md").read_text(encoding="utf-8")
+    return _re.search(r"```python\\n(.*?)```", text, _re.S).group(1).replace(placeholder, where)
+"""
+
+
+def run_without_loraworks(script: str, cwd, *args, timeout: int = 900) -> dict:
+    """Run `script` in `python -I` (no cwd or user site on sys.path) behind BLOCK_LORAWORKS, with
+    `card_snippet` defined, offline; returns the JSON of its last stdout line.
+
+    Remote code (trust_remote_code) is cached under `cwd`, so no run reuses another run's modeling files.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(cwd) / "hf_modules")}
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", BLOCK_LORAWORKS + CARD_SNIPPET + script, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def import_roots(path) -> set[str]:
+    """Top-level packages a shipped modeling file imports (remote code must need only torch/transformers);
+    fails on a relative import, which would need a second shipped file."""
+    import ast
+    from pathlib import Path
+
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import would need a second shipped file"
+            roots.add(node.module.split(".")[0])
+    return roots
