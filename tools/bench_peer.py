@@ -89,13 +89,11 @@ def trl_llm_chat(cfg) -> dict:
     """SFTTrainer (assistant_only_loss, padding_free) on llm-chat's resolved config; returns its checks."""
     import dataclasses
 
-    import torch
-    from bench_plain import _lora, _overrides
+    from bench_plain import plain_causal_lm
     from datasets import Dataset
     from llm_chat.data import load_splits, tokenize_dialog
     from llm_chat.model import build_tokenizer
-    from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM, set_seed
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
     m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
@@ -118,25 +116,7 @@ def trl_llm_chat(cfg) -> dict:
             raise SystemExit("peer run: the tagged ChatML does not render like this model's chat template")
 
     # ---- model: built as our train builds it (same seed, same init order), LoRA by peft
-    if m.model_type:
-        config = AutoConfig.for_model(
-            m.model_type,
-            vocab_size=len(tok),
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            tie_word_embeddings=True,
-            **_overrides(m.config_overrides),
-        )
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=m.attn_implementation)
-    else:
-        from lora_shared.models import resolve_model_path
-
-        model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_path(m.model_name_or_path),
-            dtype=torch.float32,
-            attn_implementation=m.attn_implementation,
-        )
-    model = get_peft_model(model, _lora(lora, "CAUSAL_LM"))
+    model = plain_causal_lm(m, lora, tok)
 
     # ---- SFTConfig: every TrainingArguments value of our run, then TRL's data options
     path = tempfile.NamedTemporaryFile("w", suffix=".jinja", delete=False)

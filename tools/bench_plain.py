@@ -176,21 +176,13 @@ def plain_text_classifier(cfg) -> None:
     model.save_pretrained(trainer.args.output_dir)
 
 
-def plain_llm_chat(cfg) -> None:
-    """Plain causal-LM LoRA SFT: the same tokenised dialogs (assistant-only labels), padded per batch."""
+def plain_causal_lm(m, lora, tok):
+    """llm-chat's model as plain transformers + peft build it: a random config (tiny) or a local checkpoint,
+    fp32, LoRA on top. The plain script and the TRL peer both train this one."""
     import torch
-
-    # the built-in dialogs and the tokenizer are the data; tokenising them is done once, before training
-    from llm_chat.data import load_splits, tokenize_dialogs
-    from llm_chat.model import build_tokenizer
     from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM, Trainer, set_seed
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
-    set_seed(t.seed)
-    tok = build_tokenizer(m, t.chat_template_path)
-    records = load_splits(d, seed=t.seed)[0]
-    ds = tokenize_dialogs(tok, records, t.max_length)
     if m.model_type:
         config = AutoConfig.for_model(
             m.model_type,
@@ -209,7 +201,24 @@ def plain_llm_chat(cfg) -> None:
             dtype=torch.float32,
             attn_implementation=m.attn_implementation,
         )
-    model = get_peft_model(model, _lora(lora, "CAUSAL_LM"))
+    return get_peft_model(model, _lora(lora, "CAUSAL_LM"))
+
+
+def plain_llm_chat(cfg) -> None:
+    """Plain causal-LM LoRA SFT: the same tokenised dialogs (assistant-only labels), padded per batch."""
+    import torch
+
+    # the built-in dialogs and the tokenizer are the data; tokenising them is done once, before training
+    from llm_chat.data import load_splits, tokenize_dialogs
+    from llm_chat.model import build_tokenizer
+    from transformers import Trainer, set_seed
+
+    m, d, lora, t = cfg.model, cfg.data, cfg.lora, cfg.train
+    set_seed(t.seed)
+    tok = build_tokenizer(m, t.chat_template_path)
+    records = load_splits(d, seed=t.seed)[0]
+    ds = tokenize_dialogs(tok, records, t.max_length)
+    model = plain_causal_lm(m, lora, tok)
     pad = tok.pad_token_id
 
     def collate(rows):
