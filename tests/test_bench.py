@@ -68,6 +68,12 @@ def test_probe_counts_real_tokens_padded_and_padding_free():
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 1]])
     probe.forward_hook(module, (), {"input_ids": torch.zeros(1, 7, dtype=torch.long), "position_ids": pos})
     assert (probe._tok, probe._smp) == (7, 3)
+    # varlen packing: the same row with its boundaries and an all-ones mask (not one sample of 7 tokens)
+    probe._tok = probe._smp = 0
+    cu = torch.tensor([0, 3, 5, 7], dtype=torch.int32)
+    batch = {"input_ids": torch.zeros(1, 7, dtype=torch.long), "position_ids": pos, "cu_seq_lens_q": cu}
+    probe.forward_hook(module, (), {**batch, "attention_mask": torch.ones(1, 7, dtype=torch.long)})
+    assert (probe._tok, probe._smp) == (7, 3)
     # images: samples only; eval forwards are not counted
     probe._tok = probe._smp = 0
     probe.forward_hook(module, (), {"pixel_values": torch.zeros(3, 3, 8, 8)})

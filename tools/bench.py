@@ -1523,6 +1523,17 @@ def analysis_notes(results: dict) -> list[str]:
                 "longest), and attention runs over a whole packed row with a block-diagonal mask, which "
                 "sdpa on CPU computes in full (row length squared, not the sum of the dialogs' squares)."
             )
+        elif x["packed_share"]:
+            why += (
+                "Packed batches are one unpadded row and attention runs per dialog (`sdpa_varlen`: one sdpa "
+                "call per dialog, the sum of the dialogs' squares), while a padded row attends over the "
+                "batch's longest dialog"
+                + (
+                    ": so packing beats the ceiling, which keeps the padded run's cost per position."
+                    if (x["of_ceiling"] or 0) > 1
+                    else "."
+                )
+            )
         notes.append(
             f"**Packing, {label}: {100 * (x['of_ceiling'] or 0):.0f}% of the padding ceiling** "
             f"({verdict(x['of_ceiling'], GOALS['packing_ceiling'], True)} the "

@@ -59,7 +59,11 @@ class Probe:
             ids = args[0]
         if ids is not None and hasattr(ids, "numel") and not ids.dtype.is_floating_point:
             self._slots += int(ids.numel())
-        if mask is not None and hasattr(mask, "sum") and mask.dim() == 2:
+        cu = kwargs.get("cu_seq_lens_q")
+        if cu is not None:  # varlen packing: one unpadded row, dialog boundaries given
+            self._tok += int(cu[-1])
+            self._smp += len(cu) - 1
+        elif mask is not None and hasattr(mask, "sum") and mask.dim() == 2:
             self._tok += int(mask.sum())
             self._smp += int(mask.shape[0])
         elif ids is not None and hasattr(ids, "numel") and ids.dtype.is_floating_point is False:

@@ -155,15 +155,15 @@ class ChatTrainingArguments(TrainExtras, TrainDefaults, TrainingArguments):
     max_length: int | None = field(
         default=1024,
         metadata={
-            "help": "Max tokens per dialog (longer ones are cut; all-prompt ones dropped); also the length of "
-            "a packed row and of eval's perplexity dialogs. Tokens."
+            "help": "Max tokens per dialog (longer ones are cut; all-prompt ones dropped); also eval's "
+            "perplexity dialogs, and the row length when packing must mask (eager attention). Tokens."
         },
     )
     packing: bool = field(
         default=True,
         metadata={
-            "help": "Padding-free packing: concatenate the batch into one row, attention kept per dialog "
-            "via position_ids; falls back to padding if the model's attention does not honour it."
+            "help": "Padding-free packing: the batch's dialogs in one row, attention per dialog (sdpa runs "
+            "as sdpa_varlen, one call per dialog); falls back to padding if the model's attention mixes them."
         },
     )
     chat_template_path: str | None = field(

@@ -8,6 +8,7 @@ first, then user/assistant turns alternating, ending with the assistant.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
 import random
 import re
@@ -673,6 +674,7 @@ def collate_fn(
     packing: bool = False,
     pack_length: int | None = None,
     supervised_logits: bool = False,
+    varlen: bool = False,
 ) -> dict:
     """Batch tokenised dialogs.
 
@@ -686,13 +688,22 @@ def collate_fn(
     least filler (pack_rows_min_fill). Shorter rows are filled with a pad segment (its own position ids
     from 0, labels -100), which no dialog attends to.
 
+    varlen=True (packing, for attention that reads dialog boundaries: llm_chat.varlen's sdpa, flash kernels):
+    the whole batch is one row with no filler, plus the boundaries as transformers' flash-attention kwargs
+    (`cu_seq_lens_q/k`, `max_length_q/k`, as DataCollatorWithFlattening writes them) and an all-ones
+    attention mask, so transformers builds no block-diagonal mask that the kernel would ignore.
+
     supervised_logits=True adds `logits_to_keep` (a [B, T] bool mask of the positions whose next token is an
     assistant token) and the matching flat `shift_labels`: the model projects only those hidden states onto
     the vocabulary. The loss is the same (the other positions have label -100), but the LM head's matmul,
     the [tokens, vocab] logits and their gradient shrink to the supervised share of the tokens: ~40% of the
     built-in dialogs' tokens, and Gemma-3's head (262k x 640) is 60% of the model.
     """
-    batch = _collate(features, pad_token_id, packing, pack_length)
+    batch = (
+        _collate_varlen(features)
+        if packing and varlen
+        else _collate(features, pad_token_id, packing, pack_length)
+    )
     if supervised_logits:
         import torch
 
@@ -701,6 +712,23 @@ def collate_fn(
         keep = shift != IGNORE_INDEX
         batch["logits_to_keep"], batch["shift_labels"] = keep, shift[keep]
     return batch
+
+
+def _collate_varlen(features: list[dict]) -> dict:
+    import torch
+
+    lengths = [len(f["input_ids"]) for f in features]
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    return {
+        "input_ids": torch.tensor([[t for f in features for t in f["input_ids"]]]),
+        "labels": torch.tensor([[t for f in features for t in f["labels"]]]),
+        "position_ids": torch.tensor([[k for n in lengths for k in range(n)]]),
+        "attention_mask": torch.ones((1, int(cu[-1])), dtype=torch.long),
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": max(lengths),
+        "max_length_k": max(lengths),
+    }
 
 
 def _collate(features: list[dict], pad_token_id: int, packing: bool, pack_length: int | None) -> dict:

@@ -254,29 +254,34 @@ def keeps_logits_mask(model) -> bool:
     return ok
 
 
-def packing_is_exact(model, vocab_size: int, atol: float = 1e-4) -> bool:
-    """Does this model keep attention per sample when dialogs are concatenated with restarting position_ids?
+def packing_is_exact(model, vocab_size: int, varlen: bool = False, atol: float = 1e-4) -> bool:
+    """Does this model keep attention per sample when dialogs are packed the way our collator packs them?
 
     transformers builds a block-diagonal mask from position_ids for sdpa/eager/flash when no attention mask
-    is given (and no KV cache is in use); a model whose attention path ignores that would silently attend
-    across dialogs. We check two short random sequences, calling the model as the Trainer will (so its
-    config decides about the cache): packed logits must equal the separate ones.
+    is given (and no KV cache is in use); with `varlen` the collator passes the dialog boundaries instead
+    (llm_chat.varlen). A model whose attention path ignores either would silently attend across dialogs. We
+    pack two short random sequences with the training collator and call the model as the Trainer will (so
+    its config decides about the cache): packed logits must equal the separate ones.
     """
     import torch
+
+    from .data import collate_fn
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(0, vocab_size, (1, 7), generator=gen)
     b = torch.randint(0, vocab_size, (1, 5), generator=gen)
+    features = [{"input_ids": x[0].tolist(), "labels": x[0].tolist()} for x in (a, b)]
+    packed = collate_fn(features, 0, packing=True, varlen=varlen)
+    packed.pop("labels")
     device = next(model.parameters()).device
+    packed = {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             la = model(input_ids=a.to(device)).logits[0].float()
             lb = model(input_ids=b.to(device)).logits[0].float()
-            packed = torch.cat([a, b], dim=1).to(device)
-            pos = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0).to(device)
-            lp = model(input_ids=packed, position_ids=pos).logits[0].float()
+            lp = model(**packed).logits[0].float()
     finally:
         model.train(was_training)
     err = max((lp[:7] - la).abs().max().item(), (lp[7:] - lb).abs().max().item())

@@ -28,6 +28,7 @@ from .card import CARD
 from .data import collate_fn, load_splits, tokenize_dialogs
 from .metrics import perplexity
 from .model import build_model, build_tokenizer, keeps_logits_mask, packing_is_exact, save_tokenizer
+from .varlen import use_varlen
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,16 @@ def train(cfg) -> dict[str, float]:
     # ---- 4. Tokenise: assistant-only labels; packing only where the model keeps attention per dialog
     train_ds = tokenize_dialogs(tokenizer, train_records, args.max_length, "train")
     eval_ds = tokenize_dialogs(tokenizer, eval_records, args.max_length, "eval") if eval_records else None
+    # varlen: attention per dialog (sdpa_varlen or flash kernels) over one unpadded row; else masked rows
     packing = bool(args.packing)
-    if packing and not packing_is_exact(model, len(tokenizer)):
+    varlen = packing and use_varlen(model)
+    if packing and not packing_is_exact(model, len(tokenizer), varlen):
         logger.warning("packing: this model's attention mixes packed dialogs; training with padding instead")
-        packing = False
-    logger.info("batching: %s", "padding-free packing (position_ids)" if packing else "padded")
+        packing = varlen = False
+    batching = (
+        "padded" if not packing else "packed, attention per dialog" if varlen else "packed rows (masked)"
+    )
+    logger.info("batching: %s (attention: %s)", batching, model.config._attn_implementation)
     if eval_ds is None:
         args.eval_strategy = "no"
     args.prediction_loss_only = True  # eval = loss/perplexity; keeping [B, T, vocab] logits costs GBs
@@ -77,6 +83,7 @@ def train(cfg) -> dict[str, float]:
             packing=packing,
             pack_length=args.max_length,
             supervised_logits=keeps_logits_mask(model),
+            varlen=varlen,
         ),
         processing_class=tokenizer,
         callbacks=default_callbacks(args),
