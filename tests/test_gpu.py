@@ -85,6 +85,48 @@ def test_bf16_training_on_cuda(app, tmp_path, cuda):
     assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float32}
 
 
+def test_varlen_packing_on_cuda_equals_padding(cuda):
+    """sdpa_varlen on CUDA (one sdpa call per dialog): the packed step's loss and LoRA gradients equal the
+    padded batch's, as on CPU (packages/llm-chat/tests/test_varlen.py)."""
+    from types import SimpleNamespace
+
+    from llm_chat.config import ChatLoraArgs
+    from llm_chat.data import collate_fn, tokenize_dialog
+    from llm_chat.model import build_base, build_tiny_tokenizer
+    from llm_chat.varlen import VARLEN, use_varlen
+    from lora_shared.peft import apply_lora
+
+    torch = cuda
+    tok = build_tiny_tokenizer()
+    turns = [("你好", "您好！有什么可以帮您？"), ("q", "a two"), ("退款多久到账", "1-3个工作日。")]
+    rows = [
+        tokenize_dialog(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+        for q, a in turns
+    ]
+    torch.manual_seed(0)
+    over = (
+        "hidden_size=64,intermediate_size=128,num_hidden_layers=2,num_attention_heads=4,num_key_value_heads=2"
+    )
+    args = SimpleNamespace(model_type="qwen2", config_overrides=over, attn_implementation="sdpa")
+    base = build_base(args, tok, for_training=True)
+    model = apply_lora(base, ChatLoraArgs(lora_dropout=0.0), task_type="CAUSAL_LM").cuda().train()
+
+    def step(batch):
+        model.zero_grad()
+        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    padded_loss, padded_grads = step(collate_fn(rows, tok.pad_token_id))
+    assert use_varlen(model) and model.config._attn_implementation == VARLEN
+    loss, grads = step(collate_fn(rows, tok.pad_token_id, packing=True, varlen=True))
+    torch.testing.assert_close(loss, padded_loss, atol=1e-4, rtol=0)
+    assert grads.keys() == padded_grads.keys()
+    for name, g in padded_grads.items():
+        torch.testing.assert_close(grads[name], g, atol=1e-4, rtol=1e-3, msg=name)
+
+
 def test_qlora_4bit_train_save_reload_same_logits(tmp_path, cuda):
     """QLoRA with the app's own 4-bit settings (llm_chat.model._four_bit_kwargs: NF4, bf16 compute) on a
     tiny random Llama: train a few steps, save the adapter, reload base (4-bit) + adapter, same logits."""
