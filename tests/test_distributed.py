@@ -1,6 +1,7 @@
 """Multi-process training (DDP on CPU, gloo): 2 processes of vision-cls `tiny` give the same losses and the
 same adapter as one process with the same global batch, and the run directory gets ONE adapter; 2 "nodes"
-(torchrun --nnodes 2, one process each, rendezvous on localhost) do the same for llm-chat `tiny`.
+(torchrun --nnodes 2, one process each, rendezvous on localhost) do the same for llm-chat `tiny`, and so does
+the shipped fsdp.yaml on 2 CPU processes, with its parameters really sharded (accelerate's CPU gate lifted).
 
 Launched through the real engines (torchrun and `accelerate launch`), not a home-made process group.
 Slow: each launch imports torch/transformers in 2-3 fresh processes (~1 min on a busy 2-core box).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +201,125 @@ def test_two_nodes_match_single_process(tmp_path):
     a, b = _adapter(out), _adapter(single)
     assert a.keys() == b.keys()
     for k in a:
+        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
+
+    from llm_chat.cli import main
+
+    assert main(["predict", "--adapter_dir", str(out), "--max_new_tokens", "2", "hi"]) == 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# FSDP2 on 2 CPU processes (gloo) with the shipped fsdp.yaml, llm-chat tiny
+# ------------------------------------------------------------------------------------------------------------
+# accelerate 1.15 makes a run FSDP only on an accelerator: AcceleratorState.__init__ (accelerate/state.py)
+# switches to DistributedType.FSDP only from MULTI_GPU/NPU/XPU/...; on CPU the run stays MULTI_CPU, i.e.
+# DDP. torch's FSDP2 itself shards over gloo. The entry lifts that one gate, so that accelerate's FSDP2
+# wrapping, the Trainer, `full_state_dict`'s gather and the rank-0 save run as they would on GPUs, and
+# prints what each rank holds after training.
+FSDP_ENTRY = """\
+import os
+import sys
+
+import accelerate.state as state
+import transformers
+from accelerate.utils import DistributedType
+from torch.distributed.tensor import DTensor
+
+_init = state.AcceleratorState.__init__
+
+
+def _init_fsdp_on_cpu(self, mixed_precision=None, cpu=False, dynamo_plugin=None, deepspeed_plugin=None,
+                      fsdp_plugin=None, *args, **kwargs):
+    _init(self, mixed_precision, cpu, dynamo_plugin, deepspeed_plugin, fsdp_plugin, *args, **kwargs)
+    if self.distributed_type == DistributedType.MULTI_CPU and fsdp_plugin is not None:
+        self.distributed_type = DistributedType.FSDP
+        self.fsdp_plugin = fsdp_plugin
+        state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+state.AcceleratorState.__init__ = _init_fsdp_on_cpu
+_train = transformers.Trainer.train
+
+
+def _train_and_report(self, *args, **kwargs):
+    out = _train(self, *args, **kwargs)
+    params = [p for _, p in self.model_wrapped.named_parameters()]
+    local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params)
+    print(
+        f"SHARDING rank={os.environ['RANK']} type={self.accelerator.distributed_type.value} "
+        f"wrapper={type(self.model_wrapped).__name__} "
+        f"dtensors={sum(isinstance(p, DTensor) for p in params)}/{len(params)} "
+        f"local_numel={local} full_numel={sum(p.numel() for p in params)}",
+        flush=True,
+    )
+    return out
+
+
+transformers.Trainer.train = _train_and_report
+
+from llm_chat.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _sharding(log: str) -> dict[int, dict[str, str]]:
+    """{rank: its SHARDING fields}; a line may follow a progress bar's carriage return."""
+    rows = [
+        dict(kv.split("=", 1) for kv in m.group(1).split())
+        for m in re.finditer(r"SHARDING ((?:\w+=\S+ ?)+)", log)
+    ]
+    return {int(r.pop("rank")): r for r in rows}
+
+
+@pytest.mark.slow
+def test_fsdp_two_cpu_processes_match_single_process(tmp_path):
+    """The shipped fsdp.yaml on 2 CPU processes really shards (every parameter a DTensor, about half of the
+    elements per rank), trains like one process with the same global batch, and the adapter rank 0 saves
+    from the gathered full state dict has the single-process names, shapes and values, and loads."""
+    from lora_shared.accelerate_configs import config_path
+
+    (tmp_path / "entry.py").write_text(FSDP_ENTRY)
+    single, out = tmp_path / "single", tmp_path / "run"
+    _launch(
+        [sys.executable, "-m", "llm_chat", *CHAT_COMMON, "--output_dir", str(single)]
+        + ["--per_device_train_batch_size", "16"],
+        tmp_path / "single.log",
+    )
+    # fp32 (`--mixed_precision no` over the file's bf16): the comparison is with a fp32 one-process run, and
+    # bf16 matmuls are ~100x slower than fp32 on AVX2-only CPUs.
+    accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file"]
+    accelerate += [str(config_path("fsdp")), "--num_processes", "2", "--mixed_precision", "no"]
+    accelerate += ["--main_process_port", str(_free_port())]
+    script = [str(tmp_path / "entry.py"), *CHAT_COMMON, "--output_dir", str(out)]
+    _launch([*accelerate, *script, "--per_device_train_batch_size", "8"], tmp_path / "run.log")
+    log = (tmp_path / "run.log").read_text()
+
+    # Sharded, not DDP: each rank's parameters are DTensors holding only its part (31k elements in tiny;
+    # FSDP2 splits every tensor along dim 0, so the two halves differ by the odd rows).
+    shards = _sharding(log)
+    assert shards.keys() == {0, 1}, log[-3000:]
+    for rank, s in shards.items():
+        assert s["type"] == "FSDP" and s["wrapper"].startswith("FSDP"), (rank, s)
+        held, total = s["dtensors"].split("/")
+        assert held == total and int(total) > 0, f"rank {rank}: not every parameter sharded: {s}"
+        assert int(s["local_numel"]) < 0.6 * int(s["full_numel"]), f"rank {rank} holds the whole model: {s}"
+    assert sum(int(s["local_numel"]) for s in shards.values()) == int(shards[0]["full_numel"])
+
+    # Same training as one process with the global batch of 16. The tolerance: fp32 losses near 5.5 whose
+    # gradients are summed in another order (reduce-scatter vs one batch); measured 1e-6 loss, 1e-7 weights.
+    assert log.count("== llm-chat train ==") == 1, "the final report/save ran on more than one rank"
+    fsdp, one = _losses(out), _losses(single)
+    assert fsdp.keys() == one.keys() == {1, 2, 3}
+    for step in fsdp:
+        assert fsdp[step] == pytest.approx(one[step], abs=1e-4), f"step {step}: {fsdp[step]} vs {one[step]}"
+
+    # Rank 0 saved whole tensors under the single-process names (no FSDP prefixes, no shards).
+    assert sorted(p.name for p in out.rglob("adapter_model.safetensors")) == ["adapter_model.safetensors"]
+    a, b = _adapter(out), _adapter(single)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
         assert (a[k] - b[k]).abs().max().item() < 1e-4, k
 
     from llm_chat.cli import main

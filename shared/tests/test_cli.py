@@ -1,4 +1,5 @@
 import errno
+import os
 import sys
 import types
 from pathlib import Path
@@ -234,3 +235,24 @@ def test_a_run_that_fails_writing_does_not_look_finished(tmp_path, capsys):
     mod.fills_disk = _raiser(OSError(errno.ENOSPC, "No space left on device"))
     assert run_app(app, ["train", "--output_dir", str(out)]) == 2
     assert (out / "metrics.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED", None])
+def test_multi_process_run_without_cuda_is_cpu_ddp_and_says_so_for_fsdp(monkeypatch, caplog, engine):
+    """torchrun/accelerate ranks without CUDA train as CPU DDP; an FSDP/DeepSpeed config there would silently be
+    DDP too (accelerate engages them only on accelerators), so the run says so."""
+    import torch
+    from lora_shared.cli import cpu_distributed_env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    for name in ("FSDP", "DEEPSPEED"):
+        monkeypatch.delenv(f"ACCELERATE_USE_{name}", raising=False)
+    if engine:
+        monkeypatch.setenv(f"ACCELERATE_USE_{engine}", "true")
+    with caplog.at_level("WARNING", logger="lora_shared"):
+        cpu_distributed_env()
+    assert os.environ["ACCELERATE_USE_CPU"] == "true"
+    warned = [r.getMessage() for r in caplog.records if "plain DDP" in r.getMessage()]
+    assert len(warned) == (1 if engine else 0) and (not engine or warned[0].startswith(engine))

@@ -200,12 +200,21 @@ def cpu_distributed_env() -> None:
     each training alone on the whole data set. ACCELERATE_USE_CPU makes it pick MULTI_CPU (gloo).
     Must run before TrainingArguments is built; a value already in the environment wins.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "ACCELERATE_USE_CPU" in os.environ:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
     import torch
 
-    if not torch.cuda.is_available():
-        os.environ["ACCELERATE_USE_CPU"] = "true"
+    if torch.cuda.is_available():
+        return
+    os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() in ("1", "true"):
+            # accelerate 1.15 engages FSDP/DeepSpeed only on accelerators (accelerate_configs/README.md)
+            logger.warning(
+                "%s config on a machine without CUDA: accelerate trains it as plain DDP (every process holds "
+                "the whole model); FSDP/DeepSpeed need GPUs",
+                engine,
+            )
 
 
 def command_groups(app: App, command: Command) -> tuple[list, list]:
