@@ -1496,17 +1496,16 @@ def analysis_notes(results: dict) -> list[str]:
                 )
     if (tr.get("text-classifier") or {}).get("offline", {}).get("rss_ratio") is not None:
         notes.append(
-            "**text-classifier offline memory, traced** (`tools/bench_rss.py`, Gemma-3-270M, batch 4, "
-            "2026-12-01): phase by phase the two sides hold the same memory. Ours: app imports +341 MB, "
-            "Gemma's 262k-token tokenizer +316 MB, model + LoRA 2305 MB; the plain script 2308 MB at the same "
-            "point. Both peak at ~2815 MB inside from_pretrained (the bf16 checkpoint is converted to fp32: "
-            "a ~510 MB transient), and training steps add ~160 MB on both (2466 vs 2469 MB after step 3). "
-            "One offline run per process, ours peaks at 2829 MB at train end vs the plain script's 2817 MB "
-            "(1.004x; the FLOP counter of our first step changes nothing: 2829 MB without it too). The "
-            "1.144x (+423 MB) of the 2026-11-25 table did not reproduce in isolation; in `make bench` the "
-            "offline run follows the tiny run in the same process on both sides, so whatever that order "
-            "leaves resident (allocator arenas of the 2-thread run, the tiny run's plots and reports on "
-            "our side) is the remaining suspect: read this row's ratio with that in mind."
+            "**text-classifier offline memory, traced** (`tools/bench_rss.py`, tiny then offline in one "
+            "process as `make bench` runs them, 2026-12-02): the +427 MB (1.150x) of the 2026-12-01 table was the "
+            "tiny run's confusion PNG. With no CJK font installed its Chinese tick labels were transliterated "
+            "with snownlp, and `import snownlp` loads all of snownlp's models (segmenter, tagger, sentiment): "
+            "+413 MB resident for the rest of the process, and ~6 s, at the end of every training run with "
+            "Chinese labels. The offline run that followed trained on top of it (ours 3267 MB vs the plain "
+            "script's 2839 MB). One offline run per process never showed it: peak RSS is read at train end, "
+            "before the PNG. The labels now come from snownlp's pinyin table alone (the same text): the PNG "
+            "costs +3 MB instead of +406 MB, and the same reproduction gives 2857-2874 vs 2839-2848 MB "
+            "(1.008x). A user who trains twice in one process (web UI, notebook) no longer keeps the 413 MB."
         )
     chat = tr.get("llm-chat") or {}
     for label, x in packing_rows(chat).items():

@@ -1,12 +1,15 @@
 """Where a training run's memory goes: resident memory (RSS) sampled around each phase of one run.
 
-    uv run --frozen python tools/bench_rss.py --app text_classifier --mode ours|plain -- <train flags>
+    uv run --frozen python tools/bench_rss.py --app text_classifier --mode ours|plain -- <train flags> [-- <more>]
 
 Runs our `train` (or the plain script of tools/bench_plain.py) in this process, with a thread sampling
 /proc/self/statm every 20 ms, and wraps the calls that allocate (data loading, tokenizer, model build,
-LoRA, tokenisation, Trainer creation, each of the first training steps). Prints one line per phase: RSS
-when it ended, the growth it caused, and the peak inside it. Used to trace the text-classifier offline
-peak-RSS gap in BENCHMARKS.md; not part of `make bench` (it changes nothing it measures).
+LoRA, tokenisation, Trainer creation, each of the first training steps, and on our side what follows
+training: predict, adapter, confusion PNG). Prints one line per phase: RSS when it ended, the growth it
+caused, and the peak inside it. Several `--` separated flag sets run one after another in this process, as
+`make bench`'s workers run them (tiny, then offline): what an earlier run leaves resident shows as the RSS
+the next one starts from. Used to trace the text-classifier offline peak-RSS gap in BENCHMARKS.md (the tiny
+run's confusion PNG imported snownlp: +413 MB for the rest of the process); not part of `make bench`.
 """
 
 from __future__ import annotations
@@ -96,9 +99,12 @@ def instrument(tr: Tracer, app: str, mode: str, steps: int) -> None:
     tr.wrap(datasets.Dataset, "map", "Dataset.map (tokenise)")
     if mode == "ours":
         train = importlib.import_module(f"{app}.train")
-        for name in ("load_splits", "build_tokenizer", "build_model", "stage_pretrained", "tokenize_dataset"):
+        names = ("load_splits", "build_tokenizer", "build_model", "stage_pretrained", "tokenize_dataset")
+        names += ("save_adapter", "save_confusion_png", "write_metrics")  # after training: a user's peak too
+        for name in names:
             if hasattr(train, name):
                 tr.wrap(train, name)
+        tr.wrap(transformers.Trainer, "predict", "Trainer.predict")
 
     orig = transformers.Trainer.__init__
 
@@ -118,8 +124,10 @@ def instrument(tr: Tracer, app: str, mode: str, steps: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_worker import _split
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    head, flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    head, *flag_sets = _split(argv)
     p = argparse.ArgumentParser()
     p.add_argument("--app", required=True, help="import name, e.g. text_classifier")
     p.add_argument("--mode", choices=["ours", "plain"], required=True)
@@ -131,15 +139,16 @@ def main(argv: list[str] | None = None) -> int:
 
     tr.mark("imports (torch, transformers)")
     instrument(tr, a.app, a.mode, a.steps)
-    if a.mode == "ours":
-        code = importlib.import_module(f"{a.app}.cli").main(["train", *flags])
-        if code:
-            raise SystemExit(code)
-    else:
-        from bench_plain import PLAIN, app_config
+    for i, flags in enumerate(flag_sets or [[]], start=1):
+        if a.mode == "ours":
+            code = importlib.import_module(f"{a.app}.cli").main(["train", *flags])
+            if code:
+                raise SystemExit(code)
+        else:
+            from bench_plain import PLAIN, app_config
 
-        PLAIN[a.app](app_config(a.app, flags))
-    tr.mark("end")
+            PLAIN[a.app](app_config(a.app, flags))
+        tr.mark(f"end of run {i}")
     print(tr.report())
     return 0
 
