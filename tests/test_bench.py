@@ -96,6 +96,14 @@ def test_quick_ceiling_run_writes_json_and_markdown(tmp_path):
     text = md.read_text()
     assert text.startswith("# Benchmarks") and "## Hardware ceiling" in text
     assert "shared" in text  # the machine-load note is always printed
+    # --render rewrites the Markdown from the results; a --machine_note given then replaces the stored one
+    assert bench.main(["--render", str(res), "--markdown", str(md)]) == 0
+    assert "shared" in md.read_text()
+    assert bench.main(["--render", str(res), "--markdown", str(md), "--machine_note", "Idle box."]) == 0
+    assert (
+        "**Idle box.**" in md.read_text()
+        and json.loads(res.read_text())["meta"]["machine_note"] == "Idle box."
+    )
 
 
 def test_markdown_tables_from_known_numbers():
