@@ -64,6 +64,26 @@ def _adapter(run: Path) -> dict:
     return load_file(str(run / "adapter_model.safetensors"))
 
 
+def _assert_chat_run_matches_single(out: Path, single: Path) -> None:
+    """An llm-chat `tiny` run of several processes trained like `single` (one process, same global batch):
+    the same losses step by step, ONE adapter with the single-process names, shapes and values, which loads.
+    1e-4: fp32 losses near 5.5 whose gradients are summed in another order; measured 1e-6 loss, 1e-7 weights."""
+    multi, one = _losses(out), _losses(single)
+    assert multi.keys() == one.keys() == {1, 2, 3}
+    for step in multi:
+        assert multi[step] == pytest.approx(one[step], abs=1e-4), f"step {step}: {multi[step]} vs {one[step]}"
+    assert sorted(p.name for p in out.rglob("adapter_model.safetensors")) == ["adapter_model.safetensors"]
+    a, b = _adapter(out), _adapter(single)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
+
+    from llm_chat.cli import main
+
+    assert main(["predict", "--adapter_dir", str(out), "--max_new_tokens", "2", "hi"]) == 0
+
+
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory) -> Path:
     """One process with the global batch of the 2-process runs (2 x PER_DEVICE)."""
@@ -192,20 +212,7 @@ def test_two_nodes_match_single_process(tmp_path):
         return next(r for r in rs if r.get("step") == 2 and "loss" in r)["epoch"]
 
     assert epoch_at_2(rows) == pytest.approx(epoch_at_2(single_rows))
-
-    nodes, one = _losses(out), _losses(single)
-    assert nodes.keys() == one.keys() == {1, 2, 3}
-    for step in nodes:
-        assert nodes[step] == pytest.approx(one[step], abs=1e-4), f"step {step}: {nodes[step]} vs {one[step]}"
-    assert sorted(p.name for p in out.rglob("adapter_model.safetensors")) == ["adapter_model.safetensors"]
-    a, b = _adapter(out), _adapter(single)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
-
-    from llm_chat.cli import main
-
-    assert main(["predict", "--adapter_dir", str(out), "--max_new_tokens", "2", "hi"]) == 0
+    _assert_chat_run_matches_single(out, single)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -306,25 +313,10 @@ def test_fsdp_two_cpu_processes_match_single_process(tmp_path):
         assert int(s["local_numel"]) < 0.6 * int(s["full_numel"]), f"rank {rank} holds the whole model: {s}"
     assert sum(int(s["local_numel"]) for s in shards.values()) == int(shards[0]["full_numel"])
 
-    # Same training as one process with the global batch of 16. The tolerance: fp32 losses near 5.5 whose
-    # gradients are summed in another order (reduce-scatter vs one batch); measured 1e-6 loss, 1e-7 weights.
+    # Same training as one process with the global batch of 16 (reduce-scatter instead of one batch), and
+    # rank 0 saved whole tensors under the single-process names (no FSDP prefixes, no shards).
     assert log.count("== llm-chat train ==") == 1, "the final report/save ran on more than one rank"
-    fsdp, one = _losses(out), _losses(single)
-    assert fsdp.keys() == one.keys() == {1, 2, 3}
-    for step in fsdp:
-        assert fsdp[step] == pytest.approx(one[step], abs=1e-4), f"step {step}: {fsdp[step]} vs {one[step]}"
-
-    # Rank 0 saved whole tensors under the single-process names (no FSDP prefixes, no shards).
-    assert sorted(p.name for p in out.rglob("adapter_model.safetensors")) == ["adapter_model.safetensors"]
-    a, b = _adapter(out), _adapter(single)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert a[k].shape == b[k].shape, k
-        assert (a[k] - b[k]).abs().max().item() < 1e-4, k
-
-    from llm_chat.cli import main
-
-    assert main(["predict", "--adapter_dir", str(out), "--max_new_tokens", "2", "hi"]) == 0
+    _assert_chat_run_matches_single(out, single)
 
 
 # ------------------------------------------------------------------------------------------------------------
